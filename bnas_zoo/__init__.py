@@ -1,0 +1,17 @@
+"""bnas_zoo: the searched binary (XNOR) networks of BNAS as timm models.
+
+``import bnas_zoo`` registers the models in timm::
+
+    import timm, bnas_zoo
+    model = timm.create_model('bnas_d', pretrained=True)
+"""
+from .binary import (
+    BinaryConv2d, BinaryConvBlock, attach_latent_projection, binary_convs, binary_param_names, project_latent_,
+    sign_ste, xnor_weight,
+)
+from .errors import BnasError, CheckpointError, GenotypeError, ModelConfigError
+from .genotype import PRIMITIVES, Genotype, list_genotypes, load_genotype
+from .network import BNASNet
+from .registry import HUB_ORG, VARIANTS, hub_repo_id
+
+__version__ = '0.1.0'

@@ -1,0 +1,135 @@
+"""XNOR binarization (paper Eq. 3, as the BNAS release trains it) and the binary layers built on it.
+
+Everything here is written with ``detach`` straight-through estimators instead of custom autograd
+Functions, so the models trace with torch.fx and export with torch.export.
+
+- :func:`sign_ste`: activations, ``sign(x)`` forward, gradient passed where ``|x| < 1``.
+- :func:`xnor_weight`: weights, ``sign(W) * alpha`` forward (alpha = mean |W| per output channel) with
+  exactly the release's XNOR-Net weight gradient, including its ``n * (1 - 1/in)`` factor.
+- :func:`project_latent_`: the release's centring and clamping of the latent weights; applied after every
+  optimizer step (:func:`attach_latent_projection`), and as a value-only projection in the forward pass so
+  that any stored weights are evaluated as the release evaluates them.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    'sign_ste', 'xnor_weight', 'center_clamp', 'scale_grad', 'BinaryConv2d', 'BinaryConvBlock',
+    'binary_convs', 'binary_param_names', 'project_latent_', 'attach_latent_projection',
+]
+
+
+def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Identity in value; multiplies the gradient flowing back into ``x`` by ``scale``."""
+    x_d = x.detach()
+    return x_d + (x - x_d) * scale
+
+
+def sign_ste(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x)`` (sign(0) = 0, as the release) with the clipped straight-through gradient 1[|x| < 1]."""
+    clipped = F.hardtanh(x)  # its gradient is 1 strictly inside (-1, 1)
+    return torch.sign(x).detach() + (clipped - clipped.detach())
+
+
+def center_clamp(w: torch.Tensor) -> torch.Tensor:
+    """The release's latent-weight projection: subtract the mean over input channels, clamp to [-1, 1]."""
+    return (w - w.mean(dim=1, keepdim=True)).clamp(-1.0, 1.0)
+
+
+def xnor_weight(w: torch.Tensor) -> torch.Tensor:
+    """Binarized weight ``sign(W) * alpha`` of a conv weight ``W`` (out, in, kh, kw).
+
+    ``W`` is first centred and clamped (value only, the gradient passes unchanged), as the release does
+    before every forward pass. The gradient reaching ``W`` is the release's XNOR-Net formula, with g the
+    gradient w.r.t. the binarized weight and n = in * kh * kw::
+
+        (alpha * 1[|W| <= 1] * g + sign(W) * mean(sign(W) * g)) * (1 - 1/in) * n
+    """
+    n = w[0].numel()
+    w = scale_grad(w, n * (1.0 - 1.0 / w.shape[1]))
+    w = w + (center_clamp(w) - w).detach()
+    inside = (w.abs() <= 1.0).to(w.dtype).detach()
+    w_sign = torch.sign(w).detach() + (w - w.detach()) * inside
+    alpha = w.abs().mean(dim=(1, 2, 3), keepdim=True)  # d alpha / dW = sign(W) / n
+    return w_sign * alpha
+
+
+class BinaryConv2d(nn.Conv2d):
+    """Conv2d on signed inputs; with ``binary_weights`` (default) its weights are XNOR-binarized.
+
+    The zero padding is applied to the signed input (as in the release). ``binary_weights=False`` keeps
+    float weights on binary activations: the release trains the last two convolutions of its networks so.
+    """
+
+    def __init__(self, *args, binary_weights: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.binary_weights = binary_weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = xnor_weight(self.weight) if self.binary_weights else self.weight
+        return F.conv2d(sign_ste(x), weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f', binary_weights={self.binary_weights}'
+
+
+class BinaryConvBlock(nn.Module):
+    """BatchNorm -> sign -> conv (zero padding on the signed input) -> ReLU: every binary op of BNAS."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            kernel_size: int,
+            stride: int = 1,
+            dilation: int = 1,
+            affine: bool = True,
+            binary_weights: bool = True,
+    ):
+        super().__init__()
+        padding = dilation * (kernel_size - 1) // 2
+        self.bn = nn.BatchNorm2d(in_chs, affine=affine)
+        self.conv = BinaryConv2d(
+            in_chs, out_chs, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=False,
+            binary_weights=binary_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(self.bn(x)))
+
+
+def binary_convs(model: nn.Module) -> Iterator[BinaryConv2d]:
+    """The convolutions of ``model`` whose weights are binarized."""
+    for m in model.modules():
+        if isinstance(m, BinaryConv2d) and m.binary_weights:
+            yield m
+
+
+@torch.no_grad()
+def project_latent_(model: nn.Module) -> None:
+    """Centre and clamp, in place, the latent weights of every binary conv of ``model`` (as the release)."""
+    for m in binary_convs(model):
+        m.weight.copy_(center_clamp(m.weight))
+
+
+def attach_latent_projection(optimizer: torch.optim.Optimizer, model: nn.Module):
+    """Keep ``model``'s latent binary weights centred and clamped after every ``optimizer.step()``.
+
+    Returns the hook handle (``handle.remove()`` detaches it).
+    """
+    def hook(opt, args, kwargs):
+        project_latent_(model)
+    return optimizer.register_step_post_hook(hook)
+
+
+def binary_param_names(model: nn.Module) -> set:
+    """State-dict names of the binarized weights (e.g. to exclude them from weight decay)."""
+    names = set()
+    for name, m in model.named_modules():
+        if isinstance(m, BinaryConv2d) and m.binary_weights:
+            names.add(f'{name}.weight')
+    return names

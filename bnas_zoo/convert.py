@@ -1,0 +1,140 @@
+"""Conversion of the BNAS authors' released checkpoints (spec §6) to bnas_zoo safetensors folders.
+
+Both release formats are read with ``torch.load(..., weights_only=True)`` (never full unpickling): a bare
+state dict (CIFAR, BNAS-A) or a dict holding ``state_dict`` (ImageNet, BNAS-D..H). Keys lose their
+``module.`` prefix and are renamed to ours; only keys of modules bnas_zoo does not build (e.g. the unused
+input-1 preprocessing of the CIFAR reduction cells) are dropped; anything else that does not fit is refused
+with the list of offending keys.
+"""
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+
+from .compiler import release_conv_slots
+from .errors import CheckpointError
+from .network import BNASNet
+
+__all__ = ['release_key_to_ours', 'load_release_checkpoint', 'convert_release_state_dict', 'convert_official']
+
+_RULES: List[Tuple[re.Pattern, str]] = [(re.compile(p), r) for p, r in [
+    (r'^stem\.op\.0\.', 'stem.conv.'),
+    (r'^stem0\.0\.', 'stem0.conv1.'),
+    (r'^stem0\.1\.', 'stem0.bn1.'),
+    (r'^stem0\.3\.', 'stem0.conv2.'),
+    (r'^stem0\.4\.', 'stem0.bn2.'),
+    (r'^stem1\.1\.', 'stem1.conv.'),
+    (r'^stem1\.2\.', 'stem1.bn.'),
+    (r'^(cells\.\d+)\.preprocess([01])(?:_red)?\.op\.0\.', r'\1.preprocess\2.conv.'),
+    (r'^(cells\.\d+)\.preprocess([01])(?:_red)?\.bn\.', r'\1.preprocess\2.bn.'),
+    (r'^(cells\.\d+)\.preprocess_res\.0\.', r'\1.shortcut.bn.'),
+    (r'^(cells\.\d+)\.preprocess_res\.1\.', r'\1.shortcut.conv.'),
+    (r'^(cells\.\d+)\._ops\.(\d+)\.op\.0\.', r'\1.ops.\2.conv.'),
+    (r'^(cells\.\d+)\._ops\.(\d+)\.bn\.', r'\1.ops.\2.bn.'),
+]]
+
+
+def release_key_to_ours(key: str) -> str:
+    """Our name for a release state-dict key (``module.`` stripped); unchanged when no rule applies."""
+    if key.startswith('module.'):
+        key = key[len('module.'):]
+    for pattern, repl in _RULES:
+        new, n = pattern.subn(repl, key, count=1)
+        if n:
+            return new
+    return key
+
+
+def load_release_checkpoint(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+    """Read either release format with ``weights_only=True`` and return its (raw) state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'{path}: no such checkpoint file')
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f'{path}: refused: the file holds objects other than tensors and plain containers, and only '
+            f'weights_only loading is allowed ({str(e).splitlines()[0]})') from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f'{path}: not a readable PyTorch checkpoint (truncated or corrupted?): '
+                              f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
+    if isinstance(obj, dict) and 'state_dict' in obj and isinstance(obj['state_dict'], dict):
+        obj = obj['state_dict']
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"{path}: expected a state dict of tensors, or a dict with a 'state_dict' entry (the two release "
+            f"formats); got {type(obj).__name__}")
+    return obj
+
+
+def _unbuilt_prefixes(model: BNASNet) -> List[str]:
+    """Release modules that bnas_zoo does not build for ``model`` (no non-zero path uses them)."""
+    prefixes = []
+    for i, cell in enumerate(model.cells):
+        for slot in release_conv_slots(cell.plan.edges):
+            try:
+                model.get_submodule(f'cells.{i}.{slot}')
+            except AttributeError:
+                prefixes.append(f'cells.{i}.{slot}.')
+    return prefixes
+
+
+def convert_release_state_dict(
+        release: Dict[str, torch.Tensor],
+        model: BNASNet,
+        source: str = '<state dict>',
+        model_name: Optional[str] = None,
+) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Map a release state dict onto ``model``'s keys. Returns (state dict, dropped release keys).
+
+    Raises :class:`CheckpointError` listing missing, unexpected and wrong-shaped keys.
+    """
+    name = model_name or getattr(model, 'pretrained_cfg', {}).get('architecture', 'the model')
+    ours = model.state_dict()
+    unbuilt = _unbuilt_prefixes(model)
+    out: Dict[str, torch.Tensor] = {}
+    dropped, unexpected, wrong_shape = [], [], []
+    for key, value in release.items():
+        new = release_key_to_ours(key)
+        if new in ours:
+            if tuple(value.shape) != tuple(ours[new].shape):
+                wrong_shape.append(f'{key}: {tuple(value.shape)} in the checkpoint, {tuple(ours[new].shape)} in {name}')
+            else:
+                out[new] = value.to(ours[new].dtype) if value.is_floating_point() else value
+        elif any(new.startswith(p) for p in unbuilt):
+            dropped.append(key)
+        else:
+            unexpected.append(key)
+    missing = [k for k in ours if k not in out]
+    if missing or unexpected or wrong_shape:
+        lines = [f'{source}: this checkpoint does not fit {name}']
+        for title, keys in (('missing', missing), ('unexpected', unexpected), ('wrong shape', wrong_shape)):
+            if keys:
+                shown = keys[:20] + ([f'... and {len(keys) - 20} more'] if len(keys) > 20 else [])
+                lines.append(f'  {title} ({len(keys)}): ' + '\n    '.join([''] + shown))
+        raise CheckpointError('\n'.join(lines))
+    return out, dropped
+
+
+def convert_official(checkpoint: Union[str, Path], model_name: str, out_dir: Union[str, Path]) -> Path:
+    """Convert a release checkpoint of ``model_name`` (e.g. ``bnas_d``) to ``out_dir/model.safetensors`` and
+    ``out_dir/config.json`` (timm's format: loadable with ``local-dir:out_dir``)."""
+    import timm
+    from timm.models import save_for_hf
+
+    from .registry import VARIANTS
+    if model_name not in VARIANTS:
+        raise CheckpointError(f"--model {model_name!r}: unknown model; expected one of {', '.join(VARIANTS)}")
+    release = load_release_checkpoint(checkpoint)
+    model = timm.create_model(model_name)
+    state_dict, _ = convert_release_state_dict(release, model, str(checkpoint), model_name)
+    model.load_state_dict(state_dict, strict=True)
+    out_dir = Path(out_dir)
+    save_for_hf(model, str(out_dir), safe_serialization=True)
+    return out_dir

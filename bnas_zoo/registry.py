@@ -1,0 +1,191 @@
+"""The bnas_zoo variants, their pretrained configs, and their registration in timm.
+
+``import bnas_zoo`` registers ``bnas_mini``, ``bnas_a`` .. ``bnas_c`` (CIFAR-10, 32x32), ``bnas_d`` ..
+``bnas_h`` (ImageNet, 224x224) and ``bnas_custom`` (any genotype). Pretrained weights are looked up on the
+Hugging Face Hub under ``{HUB_ORG}/{variant}.{tag}``; the organisation defaults to ``bnas-zoo`` and is
+overridden by the environment variable ``BNAS_ZOO_HUB_ORG`` (read at import time).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from .errors import CheckpointError
+from .network import BNASNet
+
+__all__ = ['HUB_ORG', 'VARIANTS', 'Variant', 'CIFAR10_MEAN', 'CIFAR10_STD', 'hub_repo_id', 'checkpoint_filter_fn']
+
+HUB_ORG = os.environ.get('BNAS_ZOO_HUB_ORG', 'bnas-zoo')
+
+CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
+CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
+
+
+@dataclass(frozen=True)
+class Variant:
+    genotype: str
+    layers: int
+    channels: int
+    stem: str
+    tag: str
+    paper_name: str
+
+    @property
+    def model_args(self) -> Dict[str, Any]:
+        return dict(genotype=self.genotype, layers=self.layers, channels=self.channels, stem=self.stem)
+
+
+#: spec §4, paper Table 5
+VARIANTS: Dict[str, Variant] = {
+    'bnas_mini': Variant('bnas_cifar', 10, 24, 'cifar', 'cifar10', 'BNAS-Mini'),
+    'bnas_a': Variant('bnas_cifar', 20, 36, 'cifar', 'cifar10', 'BNAS-A'),
+    'bnas_b': Variant('bnas_cifar', 12, 64, 'cifar', 'cifar10', 'BNAS-B'),
+    'bnas_c': Variant('bnas_cifar', 16, 108, 'cifar', 'cifar10', 'BNAS-C'),
+    'bnas_d': Variant('bnas_imagenet', 12, 64, 'imagenet', 'in1k', 'BNAS-D'),
+    'bnas_e': Variant('bnas_imagenet', 12, 68, 'imagenet', 'in1k', 'BNAS-E'),
+    'bnas_f': Variant('bnas_imagenet', 15, 68, 'imagenet', 'in1k', 'BNAS-F'),
+    'bnas_g': Variant('bnas_imagenet', 11, 74, 'imagenet', 'in1k', 'BNAS-G'),
+    'bnas_h': Variant('bnas_imagenet', 16, 128, 'imagenet', 'in1k', 'BNAS-H'),
+}
+
+
+def hub_repo_id(variant: str, org: Optional[str] = None) -> str:
+    v = VARIANTS[variant]
+    return f'{org or HUB_ORG}/{variant}.{v.tag}'
+
+
+_CIFAR_DATA = dict(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0, interpolation='bilinear',
+                   mean=CIFAR10_MEAN, std=CIFAR10_STD, first_conv='stem.conv')
+_IMAGENET_DATA = dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+                      interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+                      first_conv='stem0.conv1')
+
+
+def _cfg(variant: str, **kwargs) -> Dict[str, Any]:
+    v = VARIANTS[variant]
+    data = _CIFAR_DATA if v.stem == 'cifar' else _IMAGENET_DATA
+    return dict(
+        hf_hub_id=hub_repo_id(variant),
+        fixed_input_size=False,
+        classifier='classifier',
+        license='apache-2.0',
+        paper_ids='arXiv:2110.08562',
+        paper_name='BNAS v2: Learning Architectures for Binary Networks with Empirical Improvements',
+        **data,
+        **kwargs,
+    )
+
+
+default_cfgs = generate_default_cfgs({
+    f'{name}.{v.tag}': _cfg(name) for name, v in VARIANTS.items()
+} | {
+    'bnas_custom': dict(_IMAGENET_DATA, classifier='classifier', fixed_input_size=False),
+})
+
+
+def _adapt_stem_bn(state_dict: Dict[str, torch.Tensor], model: BNASNet) -> None:
+    """The CIFAR stem starts with a BatchNorm over the input channels: adapt it like the first conv."""
+    for key in [k for k in state_dict if k.startswith('stem.bn.') and state_dict[k].ndim == 1]:
+        t = state_dict[key]
+        n = model.in_chans
+        if t.shape[0] == n:
+            continue
+        state_dict[key] = t.mean(0, keepdim=True).expand(n).clone() if n == 1 else t.repeat((n + t.shape[0] - 1) // t.shape[0])[:n].clone()
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: BNASNet) -> Dict[str, torch.Tensor]:
+    """Adapt a bnas_zoo state dict to ``model`` (input channels), refusing the release's raw layout."""
+    if 'state_dict' in state_dict and isinstance(state_dict['state_dict'], dict):
+        state_dict = state_dict['state_dict']
+    if any(k.startswith('module.') or '._ops.' in k for k in state_dict):
+        raise CheckpointError(
+            "these are the BNAS authors' raw weights (keys 'module.*' / '_ops'); convert them first with "
+            "`bnas-zoo convert-official CKPT --model NAME --out DIR`")
+    state_dict = dict(state_dict)
+    _adapt_stem_bn(state_dict, model)
+    return state_dict
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs) -> BNASNet:
+    base = variant.split('.')[0]
+    model_args = dict(VARIANTS[base].model_args) if base in VARIANTS else {}
+    model_args.update(kwargs)
+    if base == 'bnas_custom':
+        missing = [k for k in ('genotype', 'layers', 'channels') if k not in model_args]
+        if missing:
+            raise TypeError(f"bnas_custom needs {', '.join(missing)}: create_model('bnas_custom', "
+                            f"genotype=PATH_OR_DICT, layers=L, channels=C, stem='cifar'|'imagenet', num_classes=K)")
+        if model_args.get('stem', 'cifar') == 'cifar' and 'pretrained_cfg' not in model_args:
+            overlay = dict(_CIFAR_DATA, **(model_args.pop('pretrained_cfg_overlay', None) or {}))
+            model_args['pretrained_cfg_overlay'] = overlay
+    return build_model_with_cfg(
+        BNASNet, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
+        **model_args,
+    )
+
+
+@register_model
+def bnas_mini(pretrained: bool = False, **kwargs) -> BNASNet:
+    """BNAS-Mini (CIFAR-10): CIFAR cell, 10 cells, C0 = 24."""
+    return _create('bnas_mini', pretrained, **kwargs)
+
+
+@register_model
+def bnas_a(pretrained: bool = False, **kwargs) -> BNASNet:
+    """BNAS-A (CIFAR-10): CIFAR cell, 20 cells, C0 = 36."""
+    return _create('bnas_a', pretrained, **kwargs)
+
+
+@register_model
+def bnas_b(pretrained: bool = False, **kwargs) -> BNASNet:
+    """BNAS-B (CIFAR-10): CIFAR cell, 12 cells, C0 = 64."""
+    return _create('bnas_b', pretrained, **kwargs)
+
+
+@register_model
+def bnas_c(pretrained: bool = False, **kwargs) -> BNASNet:
+    """BNAS-C (CIFAR-10): CIFAR cell, 16 cells, C0 = 108."""
+    return _create('bnas_c', pretrained, **kwargs)
+
+
+@register_model
+def bnas_d(pretrained: bool = False, **kwargs) -> BNASNet:
+    """BNAS-D (ImageNet): ImageNet cell, 12 cells, C0 = 64."""
+    return _create('bnas_d', pretrained, **kwargs)
+
+
+@register_model
+def bnas_e(pretrained: bool = False, **kwargs) -> BNASNet:
+    """BNAS-E (ImageNet): ImageNet cell, 12 cells, C0 = 68."""
+    return _create('bnas_e', pretrained, **kwargs)
+
+
+@register_model
+def bnas_f(pretrained: bool = False, **kwargs) -> BNASNet:
+    """BNAS-F (ImageNet): ImageNet cell, 15 cells, C0 = 68."""
+    return _create('bnas_f', pretrained, **kwargs)
+
+
+@register_model
+def bnas_g(pretrained: bool = False, **kwargs) -> BNASNet:
+    """BNAS-G (ImageNet): ImageNet cell, 11 cells, C0 = 74."""
+    return _create('bnas_g', pretrained, **kwargs)
+
+
+@register_model
+def bnas_h(pretrained: bool = False, **kwargs) -> BNASNet:
+    """BNAS-H (ImageNet): ImageNet cell, 16 cells, C0 = 128."""
+    return _create('bnas_h', pretrained, **kwargs)
+
+
+@register_model
+def bnas_custom(pretrained: bool = False, **kwargs) -> BNASNet:
+    """Any genotype: ``genotype=PATH_OR_DICT, layers=L, channels=C, stem='cifar'|'imagenet', num_classes=K``."""
+    return _create('bnas_custom', pretrained, **kwargs)

@@ -1,0 +1,1 @@
+"""Training, validation and search entrypoints (installed as ``bnas_zoo.train``)."""
