@@ -20,7 +20,8 @@ from .compiler import release_conv_slots
 from .errors import CheckpointError
 from .network import BNASNet
 
-__all__ = ['release_key_to_ours', 'load_release_checkpoint', 'convert_release_state_dict', 'convert_official']
+__all__ = ['release_key_to_ours', 'load_release_checkpoint', 'convert_release_state_dict', 'convert_official',
+           'guess_release_variant']
 
 _RULES: List[Tuple[re.Pattern, str]] = [(re.compile(p), r) for p, r in [
     (r'^stem\.op\.0\.', 'stem.conv.'),
@@ -73,6 +74,25 @@ def load_release_checkpoint(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     return obj
 
 
+def guess_release_variant(release: Dict[str, torch.Tensor]) -> Optional[str]:
+    """The registered variant whose stem, width and depth match a release state dict, if any."""
+    from .registry import VARIANTS
+    sd = {release_key_to_ours(k): v for k, v in release.items()}
+    cells = {int(k.split('.')[1]) for k in sd if k.startswith('cells.')}
+    if not cells:
+        return None
+    if 'stem0.conv2.weight' in sd:
+        stem, c0 = 'imagenet', sd['stem0.conv2.weight'].shape[0]
+    elif 'stem.conv.weight' in sd:
+        stem, c0 = 'cifar', sd['stem.conv.weight'].shape[0] // 3
+    else:
+        return None
+    for name, v in VARIANTS.items():
+        if (v.stem, v.channels, v.layers) == (stem, c0, max(cells) + 1):
+            return name
+    return None
+
+
 def _unbuilt_prefixes(model: BNASNet) -> List[str]:
     """Release modules that bnas_zoo does not build for ``model`` (no non-zero path uses them)."""
     prefixes = []
@@ -114,6 +134,9 @@ def convert_release_state_dict(
     missing = [k for k in ours if k not in out]
     if missing or unexpected or wrong_shape:
         lines = [f'{source}: this checkpoint does not fit {name}']
+        guess = guess_release_variant(release)
+        if guess and guess != name:
+            lines[0] += f' (it looks like a checkpoint of {guess})'
         for title, keys in (('missing', missing), ('unexpected', unexpected), ('wrong shape', wrong_shape)):
             if keys:
                 shown = keys[:20] + ([f'... and {len(keys) - 20} more'] if len(keys) > 20 else [])

@@ -8,10 +8,12 @@ overridden by the environment variable ``BNAS_ZOO_HUB_ORG`` (read at import time
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import torch
+from safetensors import SafetensorError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
@@ -123,12 +125,39 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> BNASNet:
         if model_args.get('stem', 'cifar') == 'cifar' and 'pretrained_cfg' not in model_args:
             overlay = dict(_CIFAR_DATA, **(model_args.pop('pretrained_cfg_overlay', None) or {}))
             model_args['pretrained_cfg_overlay'] = overlay
-    return build_model_with_cfg(
-        BNASNet, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
-        **model_args,
-    )
+    try:
+        return build_model_with_cfg(
+            BNASNet, variant, pretrained,
+            pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
+            **model_args,
+        )
+    except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError) as e:
+        if not pretrained or (isinstance(e, RuntimeError) and not _is_load_error(e)):
+            raise
+        raise CheckpointError(
+            f'{variant}: the pretrained weights from {_weights_source(model_args)} do not load: '
+            f'{_first_lines(e)}') from e
+
+
+def _is_load_error(e: RuntimeError) -> bool:
+    msg = str(e)
+    return any(s in msg for s in ('loading state_dict', 'size mismatch', 'PytorchStreamReader', 'Invalid magic',
+                                  'safetensors', 'header', 'Weights only load failed'))
+
+
+def _first_lines(e: BaseException, n: int = 12) -> str:
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    return '\n'.join(lines[:n]) + ('\n...' if len(lines) > n else '')
+
+
+def _weights_source(model_args: Dict[str, Any]) -> str:
+    cfg = dict(model_args.get('pretrained_cfg') or {}) if isinstance(model_args.get('pretrained_cfg'), dict) else {}
+    cfg.update(model_args.get('pretrained_cfg_overlay') or {})
+    for key in ('file', 'hf_hub_id', 'url'):
+        if cfg.get(key):
+            return f'{key} {cfg[key]}'
+    return 'the pretrained config'
 
 
 @register_model

@@ -1,0 +1,138 @@
+"""The ``bnas-zoo`` command line: list, profile, convert-official, demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from .errors import BnasError
+
+EPILOG = """examples:
+  bnas-zoo list
+  bnas-zoo profile bnas_d                      # per-layer table and totals
+  bnas-zoo profile bnas_custom --genotype cell.json --layers 8 --channels 16 --stem cifar
+  bnas-zoo convert-official model_best.pth.tar --model bnas_d --out weights/bnas_d
+  bnas-zoo demo                                # the main job on the embedded default
+"""
+
+
+def _create(name: str, args: argparse.Namespace):
+    import timm
+
+    from .registry import VARIANTS
+    kwargs = {}
+    if name == 'bnas_custom':
+        if not (args.genotype and args.layers and args.channels):
+            raise BnasError('bnas_custom needs --genotype, --layers and --channels (and --stem)')
+        kwargs = dict(genotype=args.genotype, layers=args.layers, channels=args.channels, stem=args.stem)
+        if args.num_classes:
+            kwargs['num_classes'] = args.num_classes
+    elif ':' not in name and name not in VARIANTS:
+        raise BnasError(f"unknown model {name!r}; expected one of {', '.join(VARIANTS)}, bnas_custom, "
+                        f"local-dir:PATH or hf-hub:ORG/NAME")
+    return timm.create_model(name, **kwargs)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .genotype import list_genotypes
+    from .registry import VARIANTS, hub_repo_id
+    print(f"{'model':<10} {'paper':<10} {'genotype':<14} {'layers':>6} {'C0':>4} {'stem':<9} hf_hub_id")
+    for name, v in VARIANTS.items():
+        print(f'{name:<10} {v.paper_name:<10} {v.genotype:<14} {v.layers:>6} {v.channels:>4} {v.stem:<9} {hub_repo_id(name)}')
+    print(f"bundled genotypes: {', '.join(list_genotypes())}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .profile import format_profile, format_summary, profile_model
+    model = _create(args.model, args)
+    input_size = None
+    if args.input_size:
+        input_size = (model.in_chans, args.input_size, args.input_size)
+    p = profile_model(model, input_size=input_size, name=args.model)
+    if args.json:
+        print(json.dumps(p.as_dict(), indent=2))
+    else:
+        print(format_summary(p) if args.summary else format_profile(p))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_official
+    out = convert_official(args.checkpoint, args.model, args.out)
+    print(f'wrote {out / "model.safetensors"} and {out / "config.json"}')
+    print(f'load with: timm.create_model("local-dir:{out}")  (after import bnas_zoo)')
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import timm
+
+    from .profile import format_summary, profile_model
+    from .registry import VARIANTS
+    print('bnas_zoo demo: the cost profile of every registered model (true figures and the paper\'s convention)\n')
+    for name in VARIANTS:
+        print(format_summary(profile_model(timm.create_model(name), name=name)))
+        print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='bnas-zoo', description='bnas_zoo: searched binary (XNOR) networks as timm models.',
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
+
+    p = sub.add_parser('list', help='list the registered models and bundled genotypes')
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        'profile', help='cost summary of a model: precision, params at 1/32 bits, memory, binary/FP MACs, FLOPs',
+        description='Print a larq-style profile: per layer its precision, parameters at 1 and 32 bits, memory, '
+                    'binary and full-precision multiply-adds; then totals (FLOPs = FP MACs + binary MACs / 64, '
+                    'memory, memory saving and theoretical speed-up against the same network in float), '
+                    'both for the network as given and in the paper\'s convention.')
+    p.add_argument('model', help='bnas_mini, bnas_a..bnas_h, bnas_custom, local-dir:PATH or hf-hub:ORG/NAME')
+    p.add_argument('--input-size', type=int, help='square input resolution (default: the model\'s)')
+    p.add_argument('--summary', action='store_true', help='print only the totals')
+    p.add_argument('--json', action='store_true', help='print the profile as JSON')
+    p.add_argument('--genotype', help='bnas_custom: genotype JSON path or bundled name')
+    p.add_argument('--layers', type=int, help='bnas_custom: number of cells')
+    p.add_argument('--channels', type=int, help='bnas_custom: first-cell width C0')
+    p.add_argument('--stem', default='cifar', choices=['cifar', 'imagenet'], help='bnas_custom: stem type')
+    p.add_argument('--num-classes', type=int, help='bnas_custom: classes')
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
+        'convert-official', help="convert the BNAS authors' released checkpoint to safetensors + config.json",
+        description="Read a checkpoint of the BNAS release (a pickled state dict, or a dict with 'state_dict') "
+                    "with torch.load(weights_only=True), map every key to bnas_zoo's, and write "
+                    "OUT/model.safetensors and OUT/config.json (load with timm.create_model('local-dir:OUT')). "
+                    "Missing, unexpected or wrong-shaped keys are refused with their list.")
+    p.add_argument('checkpoint', help='the release checkpoint (.pt / .pth.tar)')
+    p.add_argument('--model', required=True, help='the network it belongs to: bnas_mini, bnas_a..bnas_h')
+    p.add_argument('--out', required=True, help='output folder')
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser('demo', help='the main job on the embedded default: profile every registered model')
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BnasError as e:
+        print(f'bnas-zoo: error: {e}', file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if str(e).startswith('Unknown model'):
+            print(f'bnas-zoo: error: {e}', file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == '__main__':
+    sys.exit(main())
