@@ -6,9 +6,15 @@ Functions, so the models trace with torch.fx and export with torch.export.
 - :func:`sign_ste`: activations, ``sign(x)`` forward, gradient passed where ``|x| < 1``.
 - :func:`xnor_weight`: weights, ``sign(W) * alpha`` forward (alpha = mean |W| per output channel) with
   exactly the release's XNOR-Net weight gradient, including its ``n * (1 - 1/in)`` factor.
-- :func:`project_latent_`: the release's centring and clamping of the latent weights; applied after every
-  optimizer step (:func:`attach_latent_projection`), and as a value-only projection in the forward pass so
-  that any stored weights are evaluated as the release evaluates them.
+- :func:`project_latent_`: the release's centring and clamping of the latent weights.
+
+How training stays equivalent to the release. The release, before every forward pass, centres and clamps
+the latent weights in place (W <- P(W)), runs the network on ``sign(W) * alpha``, and applies the update to
+the projected latent: W <- P(W) - lr * update. Here the forward pass evaluates ``P(W)`` as a value-only
+projection (so any stored weights, e.g. a release checkpoint, are evaluated exactly as the release
+evaluates them), and :func:`attach_latent_projection` projects the latents in place right before every
+optimizer step, so the step applies to P(W), as in the release. The stored latents are therefore always
+those the release would hold: a centred and clamped tensor plus the last update.
 """
 from __future__ import annotations
 
@@ -52,10 +58,12 @@ def xnor_weight(w: torch.Tensor) -> torch.Tensor:
     """
     n = w[0].numel()
     w = scale_grad(w, n * (1.0 - 1.0 / w.shape[1]))
-    w = w + (center_clamp(w) - w).detach()
+    w = center_clamp(w).detach() + (w - w.detach())  # exactly P(W) in value, identity for the gradient
     inside = (w.abs() <= 1.0).to(w.dtype).detach()
     w_sign = torch.sign(w).detach() + (w - w.detach()) * inside
-    alpha = w.abs().mean(dim=(1, 2, 3), keepdim=True)  # d alpha / dW = sign(W) / n
+    # alpha = mean |W| over (in, kh, kw), summed in the release's order so that a release checkpoint gives
+    # bit-identical binarized weights; d alpha / dW = sign(W) / n
+    alpha = w.abs().sum(dim=3, keepdim=True).sum(dim=2, keepdim=True).sum(dim=1, keepdim=True) / n
     return w_sign * alpha
 
 
@@ -117,13 +125,14 @@ def project_latent_(model: nn.Module) -> None:
 
 
 def attach_latent_projection(optimizer: torch.optim.Optimizer, model: nn.Module):
-    """Keep ``model``'s latent binary weights centred and clamped after every ``optimizer.step()``.
+    """Centre and clamp ``model``'s latent binary weights in place before every ``optimizer.step()``, so
+    that each update applies to the centred, clamped latent as in the release (see the module docstring).
 
     Returns the hook handle (``handle.remove()`` detaches it).
     """
     def hook(opt, args, kwargs):
         project_latent_(model)
-    return optimizer.register_step_post_hook(hook)
+    return optimizer.register_step_pre_hook(hook)
 
 
 def binary_param_names(model: nn.Module) -> set:

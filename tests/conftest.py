@@ -1,0 +1,30 @@
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / 'benchmarks'))  # the release-style reference network (an independent oracle)
+
+LAYOUTS = Path(__file__).resolve().parent / 'data' / 'official_layouts'
+ALL_MODELS = ['bnas_mini', 'bnas_a', 'bnas_b', 'bnas_c', 'bnas_d', 'bnas_e', 'bnas_f', 'bnas_g', 'bnas_h']
+CIFAR_MODELS = ALL_MODELS[:4]
+IMAGENET_MODELS = ALL_MODELS[4:]
+
+
+def load_layout(name: str) -> dict:
+    """Facts of the released network (copied from shared/reference/official_layouts)."""
+    return json.loads((LAYOUTS / f'{name}.json').read_text())
+
+
+def small_input_size(name: str) -> tuple:
+    """Inputs small enough for CPU tests: 32x32 for CIFAR models, 64x64 for ImageNet models."""
+    return (3, 32, 32) if name in CIFAR_MODELS else (3, 64, 64)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
