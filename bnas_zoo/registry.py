@@ -122,7 +122,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> BNASNet:
         if missing:
             raise TypeError(f"bnas_custom needs {', '.join(missing)}: create_model('bnas_custom', "
                             f"genotype=PATH_OR_DICT, layers=L, channels=C, stem='cifar'|'imagenet', num_classes=K)")
-        if model_args.get('stem', 'cifar') == 'cifar' and 'pretrained_cfg' not in model_args:
+        if model_args.get('stem', 'cifar') == 'cifar' and not model_args.get('pretrained_cfg'):
             overlay = dict(_CIFAR_DATA, **(model_args.pop('pretrained_cfg_overlay', None) or {}))
             model_args['pretrained_cfg_overlay'] = overlay
     try:

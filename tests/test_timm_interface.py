@@ -1,0 +1,203 @@
+"""timm's own model tests (timm/tests/test_models.py), applied to every bnas_zoo variant.
+
+Inputs are reduced for CPU (32x32 CIFAR, 64x64 ImageNet models); the tests are those of timm: forward,
+backward with every parameter receiving a gradient, head reset and pooling variants, feature extraction,
+forward_intermediates, FX tracing, in_chans, grad checkpointing, cfg names present in the state dict.
+"""
+import pytest
+import timm
+import torch
+from timm.models import get_pretrained_cfg_value
+
+import bnas_zoo
+from conftest import ALL_MODELS, CIFAR_MODELS, small_input_size
+
+# the largest variants are exercised by the cheaper tests only; the full set runs on one model per stem
+# plus the big ones for forward/backward
+HEAVY = {'bnas_c', 'bnas_h'}
+
+
+def _input(name, batch=2, in_chans=3):
+    c, h, w = small_input_size(name)
+    return torch.randn(batch, in_chans, h, w)
+
+
+def test_all_variants_registered():
+    names = timm.list_models('bnas_*')
+    assert set(ALL_MODELS) | {'bnas_custom'} == set(names)
+    assert set(timm.list_pretrained('bnas_*')) >= {f'{n}.{bnas_zoo.VARIANTS[n].tag}' for n in ALL_MODELS}
+
+
+@pytest.mark.parametrize('name', ALL_MODELS)
+def test_pretrained_cfg(name):
+    cfg = timm.create_model(name).pretrained_cfg
+    assert cfg['hf_hub_id'] == f'{bnas_zoo.HUB_ORG}/{name}.{bnas_zoo.VARIANTS[name].tag}'
+    if name in CIFAR_MODELS:
+        assert cfg['input_size'] == (3, 32, 32) and cfg['num_classes'] == 10
+        assert cfg['mean'] == pytest.approx((0.49139968, 0.48215827, 0.44653124))
+        assert cfg['pool_size'] == (8, 8) and cfg['first_conv'] == 'stem.conv'
+    else:
+        assert cfg['input_size'] == (3, 224, 224) and cfg['num_classes'] == 1000 and cfg['crop_pct'] == 0.875
+        assert cfg['mean'] == pytest.approx((0.485, 0.456, 0.406))
+        assert cfg['pool_size'] == (7, 7) and cfg['first_conv'] == 'stem0.conv1'
+    assert cfg['classifier'] == 'classifier'
+    assert get_pretrained_cfg_value(name, 'classifier') == 'classifier'
+
+
+@pytest.mark.parametrize('name', ALL_MODELS)
+def test_model_forward_backward_every_param_gets_grad(name):
+    model = timm.create_model(name, num_classes=42)
+    x = _input(name)
+    out = model(x)
+    assert out.shape == (2, 42) and not torch.isnan(out).any()
+    out.mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, f'parameters without gradient: {no_grad[:5]}'
+    zero = [n for n, p in model.named_parameters() if p.grad.abs().sum() == 0 and not n.endswith('.bias')]
+    assert not zero, f'parameters with an all-zero gradient: {zero[:5]}'
+
+
+@pytest.mark.parametrize('name', [n for n in ALL_MODELS if n not in HEAVY])
+def test_model_default_cfgs(name):
+    """As timm's test_model_default_cfgs: pool_size, num_features, head_hidden_size, head resets."""
+    model = timm.create_model(name).eval()
+    cfg = model.pretrained_cfg
+    full = torch.randn(1, *cfg['input_size'])
+    feats = model.forward_features(full)
+    assert feats.shape[1] == model.num_features
+    assert tuple(feats.shape[-2:]) == cfg['pool_size']
+    pre = model.forward_head(feats, pre_logits=True)
+    assert pre.shape == (1, model.head_hidden_size)
+    x = _input(name, 1)
+    model.reset_classifier(0)
+    assert model(x).shape == (1, model.num_features)
+    model.reset_classifier(0, '')
+    y = model(x)
+    assert y.ndim == 4 and y.shape[1] == model.num_features
+    model.reset_classifier(7, 'avg')
+    assert model(x).shape == (1, 7) and model.get_classifier().out_features == 7
+    state = model.state_dict()
+    assert cfg['classifier'] + '.weight' in state and cfg['first_conv'] + '.weight' in state
+
+
+@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d'])
+def test_num_classes_zero_and_global_pool_empty(name):
+    x = _input(name)
+    m = timm.create_model(name, num_classes=0).eval()
+    assert m(x).shape == (2, m.num_features)
+    m = timm.create_model(name, num_classes=0, global_pool='').eval()
+    y = m(x)
+    assert y.ndim == 4 and y.shape[1] == m.num_features
+    assert torch.equal(y, m.forward_features(x))
+
+
+@pytest.mark.parametrize('name', [n for n in ALL_MODELS if n not in HEAVY])
+def test_features_only_matches_feature_info(name):
+    model = timm.create_model(name, features_only=True).eval()
+    x = _input(name)
+    feats = model(x)
+    info = model.feature_info
+    assert len(feats) >= 3 and len(feats) == len(info.channels())
+    for f, c, r in zip(feats, info.channels(), info.reduction()):
+        assert f.shape[1] == c
+        assert f.shape[-1] == x.shape[-1] // r
+    # a subset of levels prunes the network
+    sub = timm.create_model(name, features_only=True, out_indices=(1, 2)).eval()
+    assert [f.shape[1] for f in sub(x)] == info.channels()[1:3]
+
+
+@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_a', 'bnas_d', 'bnas_g'])
+def test_forward_intermediates(name):
+    model = timm.create_model(name).eval()
+    x = _input(name)
+    final, inter = model.forward_intermediates(x)
+    assert torch.equal(final, model.forward_features(x))
+    assert len(inter) == len(model.feature_info)
+    for t, info in zip(inter, model.feature_info):
+        assert t.shape[1] == info['num_chs'] and t.shape[-1] == x.shape[-1] // info['reduction']
+    only = model.forward_intermediates(x, indices=2, intermediates_only=True)
+    assert [t.shape for t in only] == [t.shape for t in inter[-2:]]
+    assert torch.equal(only[-1], inter[-1])
+    early = model.forward_intermediates(x, indices=[0, 1], stop_early=True, intermediates_only=True)
+    assert torch.equal(early[1], inter[1])
+
+
+@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d'])
+def test_fx_trace_equals_eager_and_backward(name):
+    from timm.models import create_feature_extractor, get_graph_node_names
+    model = timm.create_model(name).eval()
+    x = _input(name)
+    gm = torch.fx.symbolic_trace(model)
+    assert torch.equal(gm(x), model(x))
+    gm.train()
+    gm(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    # timm's FX feature extraction (its leaf-module tracer), returning the last node
+    _, eval_nodes = get_graph_node_names(model)
+    fx = create_feature_extractor(model, return_nodes=[eval_nodes[-1]])
+    out = list(fx.eval()(x).values())[0]
+    assert torch.equal(out, model(x))
+
+
+def test_torch_export_matches_eager():
+    model = timm.create_model('bnas_mini').eval()
+    x = _input('bnas_mini')
+    ep = torch.export.export(model, (x,))
+    assert torch.equal(ep.module()(x), model(x))
+
+
+@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d'])
+def test_in_chans_one(name):
+    model = timm.create_model(name, in_chans=1)
+    out = model(_input(name, in_chans=1))
+    assert out.shape[1] == model.num_classes
+    out.sum().backward()
+
+
+@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d'])
+def test_grad_checkpointing_same_output(name):
+    model = timm.create_model(name).eval()
+    x = _input(name)
+    expected = model(x)
+    model.set_grad_checkpointing(True)
+    got = model(x)  # grads enabled: the cells run under torch.utils.checkpoint
+    assert torch.equal(got, expected)
+    got.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_group_matcher_covers_all_params():
+    model = timm.create_model('bnas_mini')
+    from timm.models import group_parameters
+    groups = group_parameters(model, model.group_matcher())
+    assert sum(len(g) for g in groups.values()) == len(list(model.named_parameters()))
+    assert len(groups) == 1 + len(model.cells) + 1  # stem, each cell, head
+
+
+def test_drop_path_and_drop_rate_train_only():
+    model = timm.create_model('bnas_mini', drop_path_rate=0.2, drop_rate=0.3)
+    assert all(c.drop_path_prob == 0.2 for c in model.cells)
+    x = _input('bnas_mini')
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    model.train()
+    torch.manual_seed(1)
+    a = model(x)
+    torch.manual_seed(2)
+    b = model(x)
+    assert not torch.allclose(a, b)
+
+
+def test_wrong_input_is_a_clear_error():
+    model = timm.create_model('bnas_mini').eval()
+    with pytest.raises(AssertionError, match='takes 3-channel images'):
+        model(torch.randn(1, 1, 32, 32))
+    with pytest.raises(AssertionError, match='multiples of 4'):
+        model(torch.randn(1, 3, 30, 30))
+    with pytest.raises(AssertionError, match='4-D input'):
+        model(torch.randn(3, 32, 32))
+
+
+def test_unknown_model_name():
+    with pytest.raises(RuntimeError, match='Unknown model'):
+        timm.create_model('bnas_z')
