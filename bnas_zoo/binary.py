@@ -1,7 +1,8 @@
 """XNOR binarization (paper Eq. 3, as the BNAS release trains it) and the binary layers built on it.
 
-Everything here is written with ``detach`` straight-through estimators instead of custom autograd
-Functions, so the models trace with torch.fx and export with torch.export.
+Nothing here is a custom ``autograd.Function``, so the models trace with torch.fx and export with
+torch.export: weights use ``detach`` straight-through estimators; the activation sign is a
+``torch.library`` custom op (one pass instead of four, for speed) proven equal to its ``detach`` form.
 
 - :func:`sign_ste`: activations, ``sign(x)`` forward, gradient passed where ``|x| < 1``.
 - :func:`xnor_weight`: weights, ``sign(W) * alpha`` forward (alpha = mean |W| per output channel) with
@@ -25,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    'sign_ste', 'xnor_weight', 'center_clamp', 'scale_grad', 'BinaryConv2d', 'BinaryConvBlock',
+    'sign_ste', 'sign_ste_reference', 'xnor_weight', 'center_clamp', 'scale_grad', 'BinaryConv2d', 'BinaryConvBlock',
     'binary_convs', 'binary_param_names', 'project_latent_', 'attach_latent_projection',
 ]
 
@@ -36,10 +37,42 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     return x_d + (x - x_d) * scale
 
 
-def sign_ste(x: torch.Tensor) -> torch.Tensor:
-    """``sign(x)`` (sign(0) = 0, as the release) with the clipped straight-through gradient 1[|x| < 1]."""
+def sign_ste_reference(x: torch.Tensor) -> torch.Tensor:
+    """The straight-through sign written with ``detach``: the definition :func:`sign_ste` is tested against."""
     clipped = F.hardtanh(x)  # its gradient is 1 strictly inside (-1, 1)
     return torch.sign(x).detach() + (clipped - clipped.detach())
+
+
+@torch.library.custom_op('bnas_zoo::sign_ste', mutates_args=())
+def _sign_ste(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x)
+
+
+@_sign_ste.register_fake
+def _sign_ste_fake(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def _sign_ste_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+
+
+def _sign_ste_backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+    (x,) = ctx.saved_tensors
+    return torch.ops.aten.hardtanh_backward(grad, x, -1.0, 1.0)
+
+
+_sign_ste.register_autograd(_sign_ste_backward, setup_context=_sign_ste_setup)
+
+
+def sign_ste(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x)`` (sign(0) = 0, as the release) with the clipped straight-through gradient 1[|x| < 1].
+
+    Identical in value and gradient to :func:`sign_ste_reference`, but one pass over the activations
+    instead of four: a ``torch.library`` custom op (sign forward, hardtanh's backward), which torch.fx
+    records as one node and torch.export exports (unlike a custom ``autograd.Function``).
+    """
+    return _sign_ste(x)
 
 
 def center_clamp(w: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """A BNAS cell compiled from a :class:`~bnas_zoo.compiler.CellPlan` (spec §2)."""
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, List, Optional, Tuple
+from typing import Dict, FrozenSet, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import drop_path
 
 from .binary import BinaryConvBlock
@@ -79,15 +80,13 @@ class Cell(nn.Module):
         })
         self.zeroise = Zeroise(2 if plan.reduction else 1) if plan.materialized_zeros or plan.zero_output else None
 
-        # output: runs of concatenated nodes that are all live or all zero, with their channel ranges
-        self._runs: List[Tuple[bool, Tuple[int, ...], int, int]] = []
-        for j, node in enumerate(plan.concat):
-            live = node not in plan.zero_nodes
-            if self._runs and self._runs[-1][0] == live:
-                is_live, nodes, start, _ = self._runs[-1]
-                self._runs[-1] = (is_live, nodes + (node,), start, (j + 1) * channels)
-            else:
-                self._runs.append((live, (node,), j * channels, (j + 1) * channels))
+        # output: the concatenated nodes from the first to the last non-zero one (zero nodes between them
+        # as zero tensors); zero nodes before and after cost only a zero padding of the channels
+        live_pos = [j for j, n in enumerate(plan.concat) if n not in plan.zero_nodes]
+        self._body: Tuple[int, ...] = tuple(plan.concat[live_pos[0]:live_pos[-1] + 1]) if live_pos else ()
+        self._pad: Tuple[int, int] = (
+            (live_pos[0] * channels, (len(plan.concat) - 1 - live_pos[-1]) * channels) if live_pos
+            else (0, (len(plan.concat) - 1) * channels))
 
     def _edge(self, k: int, states: Dict[int, torch.Tensor], computed: Dict[int, torch.Tensor]) -> torch.Tensor:
         src = self.plan.shared.get(k, k)
@@ -120,18 +119,17 @@ class Cell(nn.Module):
         skip: Optional[torch.Tensor] = None
         if self.skip:
             skip = self.shortcut(s1) if self.shortcut is not None else s1
-        chunks: List[torch.Tensor] = []
-        for live, nodes, start, end in self._runs:
-            if live:
-                t = torch.cat([states[n] for n in nodes], dim=1) if len(nodes) > 1 else states[nodes[0]]
-                chunks.append(t if skip is None else t + skip[:, start:end])
-            elif skip is not None:
-                chunks.append(skip[:, start:end])
-            else:
-                chunks.extend([torch.zeros_like(self._zero_reference(states))] * len(nodes))
-        return torch.cat(chunks, dim=1) if len(chunks) > 1 else chunks[0]
+        if not self._body:  # every concatenated node is zero
+            if skip is not None:
+                return skip
+            body = self.zeroise(states[0] if 0 in states else states[1])
+        else:
+            parts = [states[n] if n not in plan.zero_nodes else torch.zeros_like(self._zero_reference(states))
+                     for n in self._body]
+            body = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        if self._pad[0] or self._pad[1]:
+            body = F.pad(body, (0, 0, 0, 0, self._pad[0], self._pad[1]))
+        return body if skip is None else body + skip
 
     def _zero_reference(self, states: Dict[int, torch.Tensor]) -> torch.Tensor:
-        for node in self.plan.live_nodes:
-            return states[node]
-        return self.zeroise(states[0] if 0 in states else states[1])
+        return states[self.plan.live_nodes[0]]

@@ -120,18 +120,20 @@ def convert_release_state_dict(
     unbuilt = _unbuilt_prefixes(model)
     out: Dict[str, torch.Tensor] = {}
     dropped, unexpected, wrong_shape = [], [], []
+    seen_wrong = set()
     for key, value in release.items():
         new = release_key_to_ours(key)
         if new in ours:
             if tuple(value.shape) != tuple(ours[new].shape):
                 wrong_shape.append(f'{key}: {tuple(value.shape)} in the checkpoint, {tuple(ours[new].shape)} in {name}')
+                seen_wrong.add(new)
             else:
                 out[new] = value.to(ours[new].dtype) if value.is_floating_point() else value
         elif any(new.startswith(p) for p in unbuilt):
             dropped.append(key)
         else:
             unexpected.append(key)
-    missing = [k for k in ours if k not in out]
+    missing = [k for k in ours if k not in out and k not in seen_wrong]
     if missing or unexpected or wrong_shape:
         lines = [f'{source}: this checkpoint does not fit {name}']
         guess = guess_release_variant(release)

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from bnas_zoo.binary import (
     BinaryConv2d, BinaryConvBlock, attach_latent_projection, binary_param_names, center_clamp, project_latent_,
-    scale_grad, sign_ste, xnor_weight,
+    scale_grad, sign_ste, sign_ste_reference, xnor_weight,
 )
 
 
@@ -17,13 +17,37 @@ def _latent(out=5, inp=4, k=3, seed=0):
     return w
 
 
-def test_sign_ste_values_and_clipped_gradient():
+@pytest.mark.parametrize('fn', [sign_ste, sign_ste_reference])
+def test_sign_ste_values_and_clipped_gradient(fn):
     x = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.3, 1.0, 1.5], requires_grad=True)
-    y = sign_ste(x)
+    y = fn(x)
     assert y.tolist() == [-1.0, -1.0, -1.0, 0.0, 1.0, 1.0, 1.0]
     y.backward(torch.arange(1.0, 8.0))
     # gradient passed where |x| < 1, zeroed where |x| >= 1
     assert x.grad.tolist() == [0.0, 0.0, 3.0, 4.0, 5.0, 0.0, 0.0]
+
+
+def test_sign_ste_op_equals_its_detach_definition():
+    x = torch.randn(4, 8, 5, 5) * 1.5
+    x[0, 0, 0, :3] = torch.tensor([1.0, -1.0, 0.0])
+    a = x.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    g = torch.randn_like(x)
+    ya, yb = sign_ste(a), sign_ste_reference(b)
+    assert torch.equal(ya, yb)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(a.grad, b.grad)
+    # one node in an FX graph; exportable
+    gm = torch.fx.symbolic_trace(lambda t: sign_ste(t) * 2)
+    assert any('sign_ste' in str(n.target) for n in gm.graph.nodes)
+    exported = torch.export.export(_SignModule(), (x,))
+    assert torch.equal(exported.module()(x), torch.sign(x))
+
+
+class _SignModule(torch.nn.Module):
+    def forward(self, x):
+        return sign_ste(x)
 
 
 def test_scale_grad_is_identity_in_value():
