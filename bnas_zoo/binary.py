@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    'sign_ste', 'sign_ste_reference', 'xnor_weight', 'center_clamp', 'scale_grad', 'BinaryConv2d', 'BinaryConvBlock',
+    'sign_ste', 'sign_ste_reference', 'xnor_weight', 'xnor_weight_reference', 'center_clamp', 'scale_grad', 'BinaryConv2d', 'BinaryConvBlock',
     'binary_convs', 'binary_param_names', 'project_latent_', 'attach_latent_projection',
 ]
 
@@ -80,24 +80,64 @@ def center_clamp(w: torch.Tensor) -> torch.Tensor:
     return (w - w.mean(dim=1, keepdim=True)).clamp(-1.0, 1.0)
 
 
-def xnor_weight(w: torch.Tensor) -> torch.Tensor:
-    """Binarized weight ``sign(W) * alpha`` of a conv weight ``W`` (out, in, kh, kw).
+def _alpha(w: torch.Tensor) -> torch.Tensor:
+    """mean |W| over (in, kh, kw) per output channel, summed in the release's order (so that a release
+    checkpoint gives bit-identical binarized weights)."""
+    return w.abs().sum(dim=3, keepdim=True).sum(dim=2, keepdim=True).sum(dim=1, keepdim=True) / w[0].numel()
 
-    ``W`` is first centred and clamped (value only, the gradient passes unchanged), as the release does
-    before every forward pass. The gradient reaching ``W`` is the release's XNOR-Net formula, with g the
-    gradient w.r.t. the binarized weight and n = in * kh * kw::
 
-        (alpha * 1[|W| <= 1] * g + sign(W) * mean(sign(W) * g)) * (1 - 1/in) * n
-    """
+def xnor_weight_reference(w: torch.Tensor) -> torch.Tensor:
+    """:func:`xnor_weight` written with ``detach`` straight-through estimators: its definition, which the
+    tests hold it to, in value and gradient."""
     n = w[0].numel()
     w = scale_grad(w, n * (1.0 - 1.0 / w.shape[1]))
     w = center_clamp(w).detach() + (w - w.detach())  # exactly P(W) in value, identity for the gradient
     inside = (w.abs() <= 1.0).to(w.dtype).detach()
     w_sign = torch.sign(w).detach() + (w - w.detach()) * inside
-    # alpha = mean |W| over (in, kh, kw), summed in the release's order so that a release checkpoint gives
-    # bit-identical binarized weights; d alpha / dW = sign(W) / n
-    alpha = w.abs().sum(dim=3, keepdim=True).sum(dim=2, keepdim=True).sum(dim=1, keepdim=True) / n
-    return w_sign * alpha
+    return w_sign * _alpha(w)  # d alpha / dW = sign(W) / n
+
+
+@torch.library.custom_op('bnas_zoo::xnor_weight', mutates_args=())
+def _xnor_weight(w: torch.Tensor) -> torch.Tensor:
+    wp = center_clamp(w)
+    return torch.sign(wp) * _alpha(wp)
+
+
+@_xnor_weight.register_fake
+def _xnor_weight_fake(w: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(w)
+
+
+def _xnor_weight_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+
+
+def _xnor_weight_backward(ctx, g: torch.Tensor) -> torch.Tensor:
+    (w,) = ctx.saved_tensors
+    wp = center_clamp(w)
+    n = wp[0].numel()
+    sign = torch.sign(wp)
+    inside = (wp.abs() <= 1.0).to(wp.dtype)
+    mean_sg = (sign * g).sum(dim=(1, 2, 3), keepdim=True) / n
+    return (_alpha(wp) * inside * g + sign * mean_sg) * (n * (1.0 - 1.0 / wp.shape[1]))
+
+
+_xnor_weight.register_autograd(_xnor_weight_backward, setup_context=_xnor_weight_setup)
+
+
+def xnor_weight(w: torch.Tensor) -> torch.Tensor:
+    """Binarized weight ``sign(W) * alpha`` of a conv weight ``W`` (out, in, kh, kw).
+
+    ``W`` is first centred and clamped (value only, the gradient passes unchanged), as the release does
+    before every forward pass. The gradient reaching ``W`` is the release's XNOR-Net formula, with g the
+    gradient w.r.t. the binarized weight, n = in * kh * kw and W the centred, clamped latent::
+
+        (alpha * 1[|W| <= 1] * g + sign(W) * mean(sign(W) * g)) * (1 - 1/in) * n
+
+    A ``torch.library`` custom op (saving only W for the backward, which applies the formula directly);
+    :func:`xnor_weight_reference` is the same function written with ``detach``.
+    """
+    return _xnor_weight(w)
 
 
 class BinaryConv2d(nn.Conv2d):
@@ -140,7 +180,7 @@ class BinaryConvBlock(nn.Module):
             binary_weights=binary_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv(self.bn(x)))
+        return F.relu(self.conv(self.bn(x)), inplace=True)  # the conv output is fresh: safe in place
 
 
 def binary_convs(model: nn.Module) -> Iterator[BinaryConv2d]:

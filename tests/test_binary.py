@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from bnas_zoo.binary import (
     BinaryConv2d, BinaryConvBlock, attach_latent_projection, binary_param_names, center_clamp, project_latent_,
-    scale_grad, sign_ste, sign_ste_reference, xnor_weight,
+    scale_grad, sign_ste, sign_ste_reference, xnor_weight, xnor_weight_reference,
 )
 
 
@@ -58,6 +58,17 @@ def test_scale_grad_is_identity_in_value():
     assert torch.allclose(x.grad, torch.full_like(x, 7.5))
 
 
+def test_xnor_weight_op_equals_its_detach_definition():
+    w = _latent() * 3
+    a, b = w.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    ya, yb = xnor_weight(a), xnor_weight_reference(b)
+    assert torch.equal(ya, yb)
+    g = torch.randn_like(w)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-5)
+
+
 def test_xnor_weight_forward_is_sign_times_alpha_of_the_projected_latent():
     w = _latent()
     wp = (w - w.mean(1, keepdim=True)).clamp(-1, 1)   # the release's centring and clamping
@@ -71,8 +82,9 @@ def test_xnor_weight_forward_is_sign_times_alpha_of_the_projected_latent():
     assert torch.equal(center_clamp(w), wp)
 
 
+@pytest.mark.parametrize('fn', [xnor_weight, xnor_weight_reference])
 @pytest.mark.parametrize('scale', [1.0, 14.0])
-def test_xnor_weight_gradient_equals_release_formula(scale):
+def test_xnor_weight_gradient_equals_release_formula(scale, fn):
     """The latent weight's gradient must be the release's XNOR-Net update (spec §3), computed here
     independently: g = dL/d(binarized weight) from a plain convolution, then the formula, evaluated (as the
     release does) at the centred, clamped latent."""
@@ -81,7 +93,7 @@ def test_xnor_weight_gradient_equals_release_formula(scale):
     r = torch.randn(2, w.shape[0], 8, 8)
 
     w_ours = w.clone().requires_grad_(True)
-    (F.conv2d(x, xnor_weight(w_ours), padding=1) * r).sum().backward()
+    (F.conv2d(x, fn(w_ours), padding=1) * r).sum().backward()
 
     wp = (w - w.mean(1, keepdim=True)).clamp(-1, 1)
     n = wp[0].numel()
