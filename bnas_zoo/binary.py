@@ -150,13 +150,15 @@ class BinaryConv2d(nn.Conv2d):
     def __init__(self, *args, binary_weights: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.binary_weights = binary_weights
+        #: the weight already holds its binarized values (sign * alpha), as loaded from a 1-bit file
+        self.deployed = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = xnor_weight(self.weight) if self.binary_weights else self.weight
+        weight = xnor_weight(self.weight) if self.binary_weights and not self.deployed else self.weight
         return F.conv2d(sign_ste(x), weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f', binary_weights={self.binary_weights}'
+        return super().extra_repr() + f', binary_weights={self.binary_weights}' + (', deployed' if self.deployed else '')
 
 
 class BinaryConvBlock(nn.Module):

@@ -1,0 +1,138 @@
+"""Exact 1-bit weight files: every binary convolution stored as packed sign bits plus one fp32 scale per output
+channel, everything else as it is, and the model rebuilt from that file alone.
+
+The bits are those the network computes with: the sign of the centred, clamped latent weight, and alpha its
+mean absolute value per output channel. A latent weight whose projection is exactly zero has sign 0 (as in
+the release) and cannot be a bit: its positions are stored as a (usually empty) index list, so the rebuilt
+model's outputs are identical to the latent model's.
+
+Layout of ``model-1bit.safetensors`` (tensors), for a binary conv ``NAME`` of shape (out, in, kh, kw):
+
+- ``NAME.weight.bits``  uint8, the sign bits (1 = +1) of the flattened weight, ``numpy.packbits`` order;
+- ``NAME.weight.alpha`` float32 (out,), the per-output-channel scale;
+- ``NAME.weight.zeros`` int64, flat indices of the weights whose sign is 0 (only when there are any);
+
+and the metadata ``bnas_zoo_format = "1bit-v1"``, ``config`` (timm's config.json content: architecture,
+model_args with the genotype) and ``binary_shapes`` (JSON: NAME.weight -> shape).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .binary import BinaryConv2d, _alpha, center_clamp
+from .errors import CheckpointError
+
+__all__ = ['FORMAT', 'pack_state_dict', 'unpack_state_dict', 'save_1bit', 'load_1bit', 'theoretical_1bit_bytes']
+
+FORMAT = '1bit-v1'
+
+
+def _binary_modules(model: torch.nn.Module) -> Dict[str, BinaryConv2d]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, BinaryConv2d) and m.binary_weights}
+
+
+@torch.no_grad()
+def pack_state_dict(model: torch.nn.Module) -> Tuple[Dict[str, torch.Tensor], Dict[str, list]]:
+    """The 1-bit state dict of ``model`` and the shapes of its binary weights."""
+    state = model.state_dict()
+    binary = _binary_modules(model)
+    out: Dict[str, torch.Tensor] = {}
+    shapes: Dict[str, list] = {}
+    for name, m in binary.items():
+        key = f'{name}.weight'
+        if m.deployed:
+            sign, alpha = torch.sign(m.weight), m.weight.abs().amax(dim=(1, 2, 3))
+        else:
+            wp = center_clamp(m.weight.float())
+            sign, alpha = torch.sign(wp), _alpha(wp).flatten()
+        flat = sign.flatten()
+        out[f'{key}.bits'] = torch.from_numpy(np.packbits((flat > 0).numpy()))
+        out[f'{key}.alpha'] = alpha.float().contiguous()
+        zeros = (flat == 0).nonzero().flatten()
+        if zeros.numel():
+            out[f'{key}.zeros'] = zeros.to(torch.int64)
+        shapes[key] = list(m.weight.shape)
+    for key, t in state.items():
+        if key not in shapes:
+            out[key] = t.contiguous()
+    return out, shapes
+
+
+def unpack_state_dict(tensors: Dict[str, torch.Tensor], shapes: Dict[str, list]) -> Dict[str, torch.Tensor]:
+    """The binarized weights (sign * alpha, exact) and the other tensors of a 1-bit state dict."""
+    out = {k: v for k, v in tensors.items() if not any(k == s + suffix for s in shapes
+                                                       for suffix in ('.bits', '.alpha', '.zeros'))}
+    for key, shape in shapes.items():
+        n = int(np.prod(shape))
+        bits = np.unpackbits(tensors[f'{key}.bits'].numpy(), count=n)
+        sign = torch.from_numpy(bits.astype(np.float32) * 2 - 1)
+        if f'{key}.zeros' in tensors:
+            sign[tensors[f'{key}.zeros']] = 0.0
+        alpha = tensors[f'{key}.alpha'].float()
+        out[key] = (sign.view(shape) * alpha.view(-1, 1, 1, 1)).contiguous()
+    return out
+
+
+def theoretical_1bit_bytes(model: torch.nn.Module) -> int:
+    """Binary weights at 1 bit plus one fp32 scale per output channel, all other tensors as stored."""
+    binary = {f'{n}.weight': m for n, m in _binary_modules(model).items()}
+    total = 0.0
+    for key, t in model.state_dict().items():
+        if key in binary:
+            total += t.numel() / 8 + t.shape[0] * 4
+        else:
+            total += t.numel() * t.element_size()
+    return int(round(total))
+
+
+def save_1bit(model: torch.nn.Module, path: Union[str, Path], config: Optional[Dict[str, Any]] = None) -> Path:
+    """Write ``model``'s exact 1-bit file. ``config`` is timm's config.json content (needed to rebuild)."""
+    tensors, shapes = pack_state_dict(model)
+    metadata = {'bnas_zoo_format': FORMAT, 'binary_shapes': json.dumps(shapes), 'format': 'pt'}
+    if config is not None:
+        metadata['config'] = json.dumps(config)
+    path = Path(path)
+    tmp = path.with_name(path.name + '.tmp')
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
+def load_1bit(path: Union[str, Path], **create_kwargs) -> torch.nn.Module:
+    """Rebuild a model from its 1-bit file alone; binary convs hold their exact binarized weights (deployed)."""
+    import timm
+
+    from . import registry  # noqa: F401  (registers the architectures)
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f'{path}: not a readable safetensors file (truncated or corrupted?): {e}') from None
+    if metadata.get('bnas_zoo_format') != FORMAT:
+        raise CheckpointError(f"{path}: not a bnas_zoo 1-bit file (metadata bnas_zoo_format="
+                              f"{metadata.get('bnas_zoo_format')!r}; expected {FORMAT!r})")
+    if 'config' not in metadata:
+        raise CheckpointError(f'{path}: the 1-bit file carries no model config; it cannot be rebuilt alone')
+    config = json.loads(metadata['config'])
+    shapes = json.loads(metadata['binary_shapes'])
+    kwargs = dict(config.get('model_args') or {})
+    kwargs.setdefault('num_classes', config.get('num_classes'))
+    kwargs.update(create_kwargs)
+    model = timm.create_model(config['architecture'], pretrained=False, **kwargs)
+    state = unpack_state_dict(tensors, shapes)
+    for name, m in _binary_modules(model).items():
+        m.deployed = True
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f'{path}: does not fit {config["architecture"]}: {str(e).splitlines()[0]}') from None
+    return model
