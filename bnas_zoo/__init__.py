@@ -12,6 +12,7 @@ from .binary import (
 from .errors import BnasError, CheckpointError, GenotypeError, ModelConfigError
 from .genotype import PRIMITIVES, Genotype, list_genotypes, load_genotype
 from .network import BNASNet
+from .packing import load_1bit, save_1bit
 from .registry import HUB_ORG, VARIANTS, hub_repo_id
 
 __version__ = '0.1.0'

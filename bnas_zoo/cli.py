@@ -13,6 +13,7 @@ EPILOG = """examples:
   bnas-zoo profile bnas_d                      # per-layer table and totals
   bnas-zoo profile bnas_custom --genotype cell.json --layers 8 --channels 16 --stem cifar
   bnas-zoo convert-official model_best.pth.tar --model bnas_d --out weights/bnas_d
+  bnas-zoo publish weights/bnas_d --repo-id my-org/bnas_d.in1k --dry-run --out publish/bnas_d
   bnas-zoo demo                                # the main job on the embedded default
 """
 
@@ -66,6 +67,28 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from bnas_zoo.hub import publish
+    eval_results = None
+    if args.eval_results:
+        try:
+            eval_results = json.loads(open(args.eval_results).read())
+        except (OSError, json.JSONDecodeError) as e:
+            raise BnasError(f'--eval-results {args.eval_results}: {e}') from None
+    recipe = open(args.recipe_file).read() if args.recipe_file else args.recipe
+    result = publish(args.model_dir, args.repo_id, revision=args.revision, dry_run=args.dry_run, out=args.out,
+                     eval_results=eval_results, recipe=recipe, private=args.private,
+                     commit_message=args.commit_message, license=args.license)
+    if result.status == 'dry-run':
+        print(f'dry run: wrote {", ".join(result.files)} to {result.folder} (nothing uploaded)')
+        print(f'check it with: timm.create_model("local-dir:{result.folder}", pretrained=True)')
+    elif result.status == 'unchanged':
+        print(f'{result.repo_id} already holds these exact files: nothing uploaded')
+    else:
+        print(f'uploaded {", ".join(result.files)} to {result.repo_id}: {result.commit_url}')
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import timm
 
@@ -114,6 +137,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--model', required=True, help='the network it belongs to: bnas_mini, bnas_a..bnas_h')
     p.add_argument('--out', required=True, help='output folder')
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        'publish', help='publish a model folder to the Hugging Face Hub (weights, exact 1-bit file, config, card)',
+        description='Publish MODEL_DIR (model.safetensors + config.json, as written by convert-official, training '
+                    'or timm save_for_hf) to the Hub: model.safetensors (latent float weights), '
+                    'model-1bit.safetensors (packed sign bits + per-channel scales), config.json (timm format, '
+                    'with the genotype) and README.md (model card). The repository is created if needed; '
+                    'publishing identical files again uploads nothing. The token comes from huggingface_hub '
+                    '(HF_TOKEN or `huggingface-cli login`) and is never printed.')
+    p.add_argument('model_dir', help='folder with model.safetensors and config.json')
+    p.add_argument('--repo-id', required=True, help='ORG/NAME on the Hub')
+    p.add_argument('--revision', help='branch to publish to (created if needed; default: main)')
+    p.add_argument('--dry-run', action='store_true', help='write the folder to --out, upload nothing')
+    p.add_argument('--out', help='with --dry-run: where to write the folder (also a copy of what is uploaded)')
+    p.add_argument('--eval-results', help='JSON file: {"dataset", "split", "top1", "top5", "command"}')
+    p.add_argument('--recipe', help='one paragraph on how the weights were trained (for the card)')
+    p.add_argument('--recipe-file', help='the same, from a file')
+    p.add_argument('--license', default='apache-2.0', help='license of the weights (default: apache-2.0)')
+    p.add_argument('--private', action='store_true', help='create the repository private')
+    p.add_argument('--commit-message', help='default: "Upload MODEL weights from DIR (bnas_zoo)"')
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser('demo', help='the main job on the embedded default: profile every registered model')
     p.set_defaults(func=cmd_demo)

@@ -104,6 +104,7 @@ class BNASNet(nn.Module):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.fully_binary = fully_binary
+        self.inter_cell_skip = inter_cell_skip
         self.grad_checkpointing = False
         multiplier = len(self.genotype.normal_concat)
         self.reduction_cells = (layers // 3, 2 * layers // 3)
@@ -151,6 +152,11 @@ class BNASNet(nn.Module):
         self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
         self.head_drop = nn.Dropout(drop_rate)
         self.set_drop_path(drop_path_rate)
+
+    def architecture_args(self) -> Dict[str, Any]:
+        """The JSON-serialisable arguments that rebuild this architecture (the genotype itself included)."""
+        return dict(genotype=self.genotype.to_dict(), layers=self.layers, channels=self.channels, stem=self.stem_type,
+                    fully_binary=self.fully_binary, inter_cell_skip=self.inter_cell_skip)
 
     # --- timm interface -------------------------------------------------------------------------
     @torch.jit.ignore

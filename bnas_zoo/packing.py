@@ -12,8 +12,8 @@ Layout of ``model-1bit.safetensors`` (tensors), for a binary conv ``NAME`` of sh
 - ``NAME.weight.alpha`` float32 (out,), the per-output-channel scale;
 - ``NAME.weight.zeros`` int64, flat indices of the weights whose sign is 0 (only when there are any);
 
-and the metadata ``bnas_zoo_format = "1bit-v1"``, ``config`` (timm's config.json content: architecture,
-model_args with the genotype) and ``binary_shapes`` (JSON: NAME.weight -> shape).
+and one metadata entry ``bnas_zoo``, a JSON object: ``format`` ("1bit-v1"), ``config`` (timm's config.json
+content: architecture, model_args with the genotype) and ``binary_shapes`` (NAME.weight -> shape).
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from .errors import CheckpointError
 __all__ = ['FORMAT', 'pack_state_dict', 'unpack_state_dict', 'save_1bit', 'load_1bit', 'theoretical_1bit_bytes']
 
 FORMAT = '1bit-v1'
+METADATA_KEY = 'bnas_zoo'
 
 
 def _binary_modules(model: torch.nn.Module) -> Dict[str, BinaryConv2d]:
@@ -95,9 +96,9 @@ def theoretical_1bit_bytes(model: torch.nn.Module) -> int:
 def save_1bit(model: torch.nn.Module, path: Union[str, Path], config: Optional[Dict[str, Any]] = None) -> Path:
     """Write ``model``'s exact 1-bit file. ``config`` is timm's config.json content (needed to rebuild)."""
     tensors, shapes = pack_state_dict(model)
-    metadata = {'bnas_zoo_format': FORMAT, 'binary_shapes': json.dumps(shapes), 'format': 'pt'}
-    if config is not None:
-        metadata['config'] = json.dumps(config)
+    # one metadata entry: safetensors writes several in no fixed order, and the file must be reproducible
+    info = {'format': FORMAT, 'binary_shapes': shapes, 'config': config}
+    metadata = {METADATA_KEY: json.dumps(info, sort_keys=True)}
     path = Path(path)
     tmp = path.with_name(path.name + '.tmp')
     save_file(tensors, str(tmp), metadata=metadata)
@@ -117,13 +118,15 @@ def load_1bit(path: Union[str, Path], **create_kwargs) -> torch.nn.Module:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f'{path}: not a readable safetensors file (truncated or corrupted?): {e}') from None
-    if metadata.get('bnas_zoo_format') != FORMAT:
-        raise CheckpointError(f"{path}: not a bnas_zoo 1-bit file (metadata bnas_zoo_format="
-                              f"{metadata.get('bnas_zoo_format')!r}; expected {FORMAT!r})")
-    if 'config' not in metadata:
+    try:
+        info = json.loads(metadata[METADATA_KEY])
+    except (KeyError, json.JSONDecodeError):
+        info = {}
+    if info.get('format') != FORMAT:
+        raise CheckpointError(f"{path}: not a bnas_zoo 1-bit file (no '{METADATA_KEY}' metadata of format {FORMAT!r})")
+    config, shapes = info.get('config'), info['binary_shapes']
+    if not config:
         raise CheckpointError(f'{path}: the 1-bit file carries no model config; it cannot be rebuilt alone')
-    config = json.loads(metadata['config'])
-    shapes = json.loads(metadata['binary_shapes'])
     kwargs = dict(config.get('model_args') or {})
     kwargs.setdefault('num_classes', config.get('num_classes'))
     kwargs.update(create_kwargs)

@@ -156,6 +156,8 @@ def _weights_source(model_args: Dict[str, Any]) -> str:
     cfg.update(model_args.get('pretrained_cfg_overlay') or {})
     for key in ('file', 'hf_hub_id', 'url'):
         if cfg.get(key):
+            if key == 'file' and os.path.isdir(cfg[key]):  # local-dir: the folder's weight file
+                return f"file {os.path.join(cfg[key], 'model.safetensors')}"
             return f'{key} {cfg[key]}'
     return 'the pretrained config'
 

@@ -1,5 +1,9 @@
 import json
+import os
 import sys
+
+# no network here: huggingface_hub reads this when first imported, so before timm is
+os.environ['HF_HUB_OFFLINE'] = '1'
 from pathlib import Path
 
 import pytest

@@ -1,0 +1,248 @@
+"""Hub publishing and loading, without network: a dry-run folder, a Hugging Face cache laid out on disk
+(HF_HUB_OFFLINE=1, set in conftest), and huggingface_hub's upload calls captured."""
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import timm
+import torch
+from huggingface_hub import HfApi
+from safetensors import safe_open
+
+import bnas_zoo
+from bnas_zoo.cli import main
+from bnas_zoo.convert import convert_official
+from bnas_zoo.errors import BnasError, CheckpointError
+from bnas_zoo.hub import PUBLISHED_FILES, build_publish_folder, load_1bit_from_hub, publish
+from bnas_zoo.packing import load_1bit, save_1bit, theoretical_1bit_bytes
+from conftest import load_layout
+from release_net import synthetic_release_state_dict
+
+
+def _converted(tmp_path, name='bnas_mini'):
+    ckpt = tmp_path / f'{name}.pt'
+    torch.save(synthetic_release_state_dict(load_layout(name)), ckpt)
+    return convert_official(ckpt, name, tmp_path / f'{name}_weights')
+
+
+def _lay_out_cache(cache: Path, repo_id: str, folder: Path, ref: str = 'main', commit: str = None) -> str:
+    """A Hugging Face cache holding ``folder`` as one snapshot of ``repo_id`` (models--ORG--NAME layout)."""
+    commit = commit or hashlib.sha1(repo_id.encode() + ref.encode()).hexdigest()
+    repo = cache / ('models--' + repo_id.replace('/', '--'))
+    (repo / 'refs').mkdir(parents=True, exist_ok=True)
+    (repo / 'refs' / ref).write_text(commit)
+    snap = repo / 'snapshots' / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    for f in folder.iterdir():
+        shutil.copy(f, snap / f.name)
+    return commit
+
+
+@pytest.fixture(scope='module')
+def mini_folder(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('mini')
+    src = _converted(tmp)
+    out = build_publish_folder(src, tmp / 'publish', 'test-org/bnas_mini.cifar10',
+                               eval_results=dict(dataset='cifar10', split='test', top1=90.12, command='bnas-validate'))
+    return src, out
+
+
+def test_offline_mode_is_on():
+    from huggingface_hub import constants
+    assert constants.HF_HUB_OFFLINE
+
+
+def test_dry_run_folder_contents(mini_folder):
+    src, out = mini_folder
+    assert sorted(p.name for p in out.iterdir()) == sorted(PUBLISHED_FILES)
+    config = json.loads((out / 'config.json').read_text())
+    assert config['architecture'] == 'bnas_mini'
+    args = config['model_args']
+    assert args['genotype']['normal'][1] == ['bin_dil_conv_3x3', 0] and args['layers'] == 10 and args['channels'] == 24
+    card = (out / 'README.md').read_text()
+    header = card.split('---')[1]
+    for needle in ('library_name: timm', 'license: apache-2.0', 'image-classification', 'binary-neural-network',
+                   '- cifar10', 'accuracy', 'value: 90.12'):
+        assert needle in header, needle
+    for needle in ("paper's convention", 'true (this network)', '| cifar10 | test | 90.12 |', '`bnas-validate`',
+                   '@article{kim2021bnasv2', 'Intended use'):
+        assert needle in card, needle
+
+
+def test_local_dir_and_1bit_round_trip_bit_identical(mini_folder):
+    src, out = mini_folder
+    x = torch.randn(4, 3, 32, 32)
+    source = timm.create_model(f'local-dir:{src}', pretrained=True).eval()
+    published = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    bit = load_1bit(out / 'model-1bit.safetensors').eval()
+    expected = source(x)
+    assert torch.equal(published(x), expected)
+    assert torch.equal(bit(x), expected)
+    assert all(m.deployed for m in bnas_zoo.binary_convs(bit))
+
+
+def test_hub_cache_loading_paths(mini_folder, tmp_path):
+    src, out = mini_folder
+    cache = tmp_path / 'hf-cache'
+    x = torch.randn(2, 3, 32, 32)
+    expected = timm.create_model(f'local-dir:{src}', pretrained=True).eval()(x)
+    # the registered hf_hub_id of bnas_mini
+    _lay_out_cache(cache, bnas_zoo.hub_repo_id('bnas_mini'), out)
+    m = timm.create_model('bnas_mini', pretrained=True, cache_dir=cache).eval()
+    assert torch.equal(m(x), expected)
+    # hf-hub: ids, main and a pinned revision (a branch and a commit)
+    _lay_out_cache(cache, 'test-org/bnas_mini.cifar10', out)
+    commit = _lay_out_cache(cache, 'test-org/bnas_mini.cifar10', out, ref='v1')
+    for name in ('hf-hub:test-org/bnas_mini.cifar10', 'hf-hub:test-org/bnas_mini.cifar10@v1',
+                 f'hf-hub:test-org/bnas_mini.cifar10@{commit}'):
+        m = timm.create_model(name, pretrained=True, cache_dir=cache).eval()
+        assert torch.equal(m(x), expected), name
+    # fine-tuning head and in_chans adaptation
+    m = timm.create_model('hf-hub:test-org/bnas_mini.cifar10', pretrained=True, num_classes=3, cache_dir=cache)
+    assert m.get_classifier().out_features == 3
+    m = timm.create_model('hf-hub:test-org/bnas_mini.cifar10', pretrained=True, in_chans=1, cache_dir=cache)
+    assert m(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    # the 1-bit file through the cache
+    assert torch.equal(load_1bit_from_hub('test-org/bnas_mini.cifar10', cache_dir=cache).eval()(x), expected)
+    # a revision that is not there
+    with pytest.raises(Exception):
+        timm.create_model('hf-hub:test-org/bnas_mini.cifar10@nope', pretrained=True, cache_dir=cache)
+
+
+def test_custom_genotype_model_rebuilds_from_the_hub(tmp_path):
+    from timm.models import save_for_hf
+    genotype = bnas_zoo.load_genotype('bnas_imagenet').to_dict()
+    genotype['normal'][7] = ['avg_pool_3x3', 4]
+    genotype['name'] = 'my_cell'
+    model = timm.create_model('bnas_custom', genotype=genotype, layers=4, channels=8, stem='cifar', num_classes=7).eval()
+    save_for_hf(model, str(tmp_path / 'run'), model_args=model.architecture_args(), safe_serialization=True)
+    out = build_publish_folder(tmp_path / 'run', tmp_path / 'pub', 'me/my-cell')
+    cache = tmp_path / 'cache'
+    _lay_out_cache(cache, 'me/my-cell', out)
+    loaded = timm.create_model('hf-hub:me/my-cell', pretrained=True, cache_dir=cache).eval()
+    assert loaded.genotype.normal[7] == ('avg_pool_3x3', 4) and loaded.num_classes == 7
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded(x), model(x))
+    assert torch.equal(load_1bit(out / 'model-1bit.safetensors').eval()(x), model(x))
+
+
+def test_1bit_zero_signs_and_size(tmp_path):
+    model = timm.create_model('bnas_mini').eval()
+    conv = model.cells[0].ops['2'].conv
+    with torch.no_grad():
+        conv.weight[0, :, 1, 1] = 0.25   # constant over input channels: centred to exactly 0, sign 0
+        conv.weight[3, :, 0, 0] = -0.5
+    x = torch.randn(2, 3, 32, 32)
+    expected = model(x)
+    path = save_1bit(model, tmp_path / 'm.safetensors', config={'architecture': 'bnas_mini', 'num_classes': 10})
+    with safe_open(str(path), framework='pt') as f:
+        zeros = f.get_tensor('cells.0.ops.2.conv.weight.zeros')
+        assert zeros.numel() >= 2 * 24
+        assert f.get_tensor('cells.0.ops.2.conv.weight.bits').dtype == torch.uint8
+    rebuilt = load_1bit(path).eval()
+    assert torch.equal(rebuilt(x), expected)
+    size = path.stat().st_size
+    assert abs(size / theoretical_1bit_bytes(model) - 1) < 0.05
+
+
+@pytest.mark.parametrize('name, ratio', [('bnas_mini', 2.48), ('bnas_d', 4.96)])
+def test_1bit_file_sizes(tmp_path, name, ratio):
+    from safetensors.torch import save_file
+    model = timm.create_model(name)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / 'f.safetensors'))
+    path = save_1bit(model, tmp_path / 'b.safetensors', config={'architecture': name})
+    size = path.stat().st_size
+    assert abs(size / theoretical_1bit_bytes(model) - 1) < 0.05
+    assert (tmp_path / 'f.safetensors').stat().st_size / size == pytest.approx(ratio, rel=0.03)
+
+
+def test_bad_files(tmp_path, mini_folder):
+    src, out = mini_folder
+    trunc = tmp_path / 'trunc.safetensors'
+    trunc.write_bytes((out / 'model-1bit.safetensors').read_bytes()[:500])
+    with pytest.raises(CheckpointError, match='trunc.safetensors: not a readable safetensors file'):
+        load_1bit(trunc)
+    with pytest.raises(CheckpointError, match='not a bnas_zoo 1-bit file'):
+        load_1bit(out / 'model.safetensors')
+    with pytest.raises(CheckpointError, match='no config.json'):
+        build_publish_folder(tmp_path, tmp_path / 'x', 'a/b')
+    bad = tmp_path / 'bad'
+    shutil.copytree(src, bad)
+    (bad / 'model.safetensors').write_bytes(b'garbage')
+    with pytest.raises(CheckpointError, match=r'bnas_mini: the pretrained weights from file .*bad.*model.safetensors'):
+        build_publish_folder(bad, tmp_path / 'y', 'a/b')
+    with pytest.raises(BnasError, match="field 'top1'"):
+        build_publish_folder(src, tmp_path / 'z', 'a/b', eval_results={'top1': 'high'})
+    with pytest.raises(BnasError, match='unknown field'):
+        build_publish_folder(src, tmp_path / 'z', 'a/b', eval_results={'acc': 1})
+    with pytest.raises(BnasError, match="--repo-id 'no-slash'"):
+        publish(src, 'no-slash', dry_run=True, out=tmp_path / 'w')
+
+
+class _FakeHub:
+    """Captures what huggingface_hub would upload; answers get_paths_info from what was uploaded."""
+
+    def __init__(self):
+        self.repos, self.branches, self.commits = [], [], []
+        self.files = {}
+
+    def install(self, monkeypatch):
+        monkeypatch.setattr(HfApi, 'create_repo', lambda api, repo_id, **kw: self.repos.append((repo_id, kw)))
+        monkeypatch.setattr(HfApi, 'create_branch', lambda api, repo_id, branch, **kw: self.branches.append(branch))
+        monkeypatch.setattr(HfApi, 'get_paths_info', lambda api, *a, **kw: self.get_paths_info(api, *a, **kw))
+        monkeypatch.setattr(HfApi, 'upload_folder', lambda api, *a, **kw: self.upload_folder(api, *a, **kw))
+
+    def get_paths_info(self, api, repo_id, paths, revision=None, **kw):
+        out = []
+        for p in paths:
+            data = self.files.get((repo_id, revision, p))
+            if data is None:
+                continue
+            if p.endswith('.safetensors'):
+                out.append(SimpleNamespace(path=p, lfs=SimpleNamespace(sha256=hashlib.sha256(data).hexdigest()), blob_id=None))
+            else:
+                out.append(SimpleNamespace(path=p, lfs=None,
+                                           blob_id=hashlib.sha1(b'blob %d\0' % len(data) + data).hexdigest()))
+        return out
+
+    def upload_folder(self, api, repo_id, folder_path, revision=None, commit_message=None, allow_patterns=None, **kw):
+        names = sorted(p.name for p in Path(folder_path).iterdir())
+        for n in names:
+            self.files[(repo_id, revision, n)] = (Path(folder_path) / n).read_bytes()
+        self.commits.append(dict(repo_id=repo_id, revision=revision, message=commit_message, files=names,
+                                 token=api.token))
+        return SimpleNamespace(commit_url=f'https://hub.invalid/{repo_id}/commit/{len(self.commits)}')
+
+
+def test_publish_uploads_then_is_idempotent(mini_folder, tmp_path, monkeypatch, capsys):
+    src, _ = mini_folder
+    hub = _FakeHub()
+    hub.install(monkeypatch)
+    monkeypatch.setenv('HF_TOKEN', 'hf_SECRETtoken0123456789')
+    assert main(['publish', str(src), '--repo-id', 'test-org/bnas_mini.cifar10', '--revision', 'v1',
+                 '--out', str(tmp_path / 'copy')]) == 0
+    first = capsys.readouterr()
+    assert len(hub.commits) == 1 and hub.commits[0]['files'] == sorted(PUBLISHED_FILES)
+    assert hub.commits[0]['revision'] == 'v1' and hub.branches == ['v1']
+    assert 'bnas_mini' in hub.commits[0]['message'] and src.name in hub.commits[0]['message']
+    assert hub.repos[0][0] == 'test-org/bnas_mini.cifar10' and hub.repos[0][1]['exist_ok']
+    # what was uploaded loads through an on-disk cache, bit-identical
+    uploaded = tmp_path / 'uploaded'
+    uploaded.mkdir()
+    for (_, _, name), data in hub.files.items():
+        (uploaded / name).write_bytes(data)
+    _lay_out_cache(tmp_path / 'cache', 'test-org/bnas_mini.cifar10', uploaded, ref='v1')
+    x = torch.randn(2, 3, 32, 32)
+    loaded = timm.create_model('hf-hub:test-org/bnas_mini.cifar10@v1', pretrained=True, cache_dir=tmp_path / 'cache')
+    source = timm.create_model(f'local-dir:{src}', pretrained=True)
+    assert torch.equal(loaded.eval()(x), source.eval()(x))
+    # the same weights again: nothing uploaded
+    assert main(['publish', str(src), '--repo-id', 'test-org/bnas_mini.cifar10', '--revision', 'v1']) == 0
+    second = capsys.readouterr()
+    assert len(hub.commits) == 1 and 'nothing uploaded' in second.out
+    for text in (first.out, first.err, second.out, second.err):
+        assert 'hf_SECRET' not in text
