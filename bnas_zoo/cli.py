@@ -90,14 +90,42 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import timm
+    import tempfile
+    from pathlib import Path
 
+    import timm
+    import torch
+    from timm.models import save_for_hf
+
+    from bnas_zoo.hub import build_publish_folder
+
+    from .packing import load_1bit
     from .profile import format_summary, profile_model
     from .registry import VARIANTS
-    print('bnas_zoo demo: the cost profile of every registered model (true figures and the paper\'s convention)\n')
+    print("bnas_zoo demo\n\n1. The cost profile of every registered model (true figures and the paper's convention)\n")
     for name in VARIANTS:
         print(format_summary(profile_model(timm.create_model(name), name=name)))
         print()
+
+    print('2. Publish -> reload, on bnas_mini (freshly initialised weights: a demonstration of the files, '
+          'not a trained model)\n')
+    torch.manual_seed(0)
+    model = timm.create_model('bnas_mini').eval()
+    with tempfile.TemporaryDirectory(prefix='bnas_demo_') as tmp:
+        run = Path(tmp) / 'run'
+        save_for_hf(model, str(run), model_args=model.architecture_args(), safe_serialization=True)
+        folder = build_publish_folder(run, Path(tmp) / 'publish', 'bnas-zoo-demo/bnas_mini.demo')
+        for f in sorted(folder.iterdir()):
+            print(f'   {f.name:<24} {f.stat().st_size:>12,} bytes')
+        x = torch.randn(8, 3, 32, 32)
+        expected = model(x)
+        reloaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+        one_bit = load_1bit(folder / 'model-1bit.safetensors').eval()
+        print(f'   reloaded through timm local-dir: outputs identical = {torch.equal(reloaded(x), expected)}')
+        print(f'   rebuilt from model-1bit.safetensors alone: outputs identical = {torch.equal(one_bit(x), expected)}')
+        ratio = (folder / 'model.safetensors').stat().st_size / (folder / 'model-1bit.safetensors').stat().st_size
+        print(f'   the 1-bit file is {ratio:.2f}x smaller than the float file')
+        print('   publish for real with: bnas-zoo publish RUN_DIR --repo-id ORG/NAME')
     return 0
 
 
@@ -159,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--commit-message', help='default: "Upload MODEL weights from DIR (bnas_zoo)"')
     p.set_defaults(func=cmd_publish)
 
-    p = sub.add_parser('demo', help='the main job on the embedded default: profile every registered model')
+    p = sub.add_parser('demo', help='the main job on the embedded default: profile every registered model, '
+                                    'then publish -> reload bnas_mini (dry run, no network)')
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -246,3 +246,24 @@ def test_publish_uploads_then_is_idempotent(mini_folder, tmp_path, monkeypatch, 
     assert len(hub.commits) == 1 and 'nothing uploaded' in second.out
     for text in (first.out, first.err, second.out, second.err):
         assert 'hf_SECRET' not in text
+
+
+def test_demo_main_job(capsys):
+    assert main(['demo']) == 0
+    out = capsys.readouterr().out
+    for name in bnas_zoo.VARIANTS:
+        assert f'{name}  input' in out
+    assert 'reloaded through timm local-dir: outputs identical = True' in out
+    assert 'rebuilt from model-1bit.safetensors alone: outputs identical = True' in out
+
+
+def test_imagenet_variant_through_the_hub_cache(tmp_path):
+    src = _converted(tmp_path, 'bnas_d')
+    out = build_publish_folder(src, tmp_path / 'pub', 'test-org/bnas_d.in1k')
+    cache = tmp_path / 'cache'
+    _lay_out_cache(cache, 'test-org/bnas_d.in1k', out)
+    x = torch.randn(1, 3, 64, 64)
+    expected = timm.create_model(f'local-dir:{src}', pretrained=True).eval()(x)
+    loaded = timm.create_model('hf-hub:test-org/bnas_d.in1k', pretrained=True, cache_dir=cache).eval()
+    assert torch.equal(loaded(x), expected)
+    assert loaded.pretrained_cfg['crop_pct'] == 0.875 and loaded.pretrained_cfg['input_size'] == (3, 224, 224)
