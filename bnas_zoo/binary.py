@@ -26,8 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    'sign_ste', 'sign_ste_reference', 'xnor_weight', 'xnor_weight_reference', 'center_clamp', 'scale_grad', 'BinaryConv2d', 'BinaryConvBlock',
-    'binary_convs', 'binary_param_names', 'project_latent_', 'attach_latent_projection',
+    'sign_ste', 'sign_ste_reference', 'xnor_weight', 'xnor_weight_reference', 'xnor_alpha', 'center_clamp',
+    'scale_grad', 'BinaryConv2d', 'BinaryConvBlock', 'binary_convs', 'binary_param_names', 'project_latent_',
+    'attach_latent_projection',
 ]
 
 
@@ -48,13 +49,17 @@ def _sign_ste(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x)
 
 
-@_sign_ste.register_fake
-def _sign_ste_fake(x: torch.Tensor) -> torch.Tensor:
+def _like_input(x: torch.Tensor) -> torch.Tensor:
+    """Fake (meta) implementation of both custom ops: the output has the input's shape and dtype."""
     return torch.empty_like(x)
 
 
-def _sign_ste_setup(ctx, inputs, output):
+def _save_input(ctx, inputs, output) -> None:
+    """Both custom ops' backward needs only their input."""
     ctx.save_for_backward(inputs[0])
+
+
+_sign_ste.register_fake(_like_input)
 
 
 def _sign_ste_backward(ctx, grad: torch.Tensor) -> torch.Tensor:
@@ -62,7 +67,7 @@ def _sign_ste_backward(ctx, grad: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.hardtanh_backward(grad, x, -1.0, 1.0)
 
 
-_sign_ste.register_autograd(_sign_ste_backward, setup_context=_sign_ste_setup)
+_sign_ste.register_autograd(_sign_ste_backward, setup_context=_save_input)
 
 
 def sign_ste(x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +85,7 @@ def center_clamp(w: torch.Tensor) -> torch.Tensor:
     return (w - w.mean(dim=1, keepdim=True)).clamp(-1.0, 1.0)
 
 
-def _alpha(w: torch.Tensor) -> torch.Tensor:
+def xnor_alpha(w: torch.Tensor) -> torch.Tensor:
     """mean |W| over (in, kh, kw) per output channel, summed in the release's order (so that a release
     checkpoint gives bit-identical binarized weights)."""
     return w.abs().sum(dim=3, keepdim=True).sum(dim=2, keepdim=True).sum(dim=1, keepdim=True) / w[0].numel()
@@ -94,22 +99,16 @@ def xnor_weight_reference(w: torch.Tensor) -> torch.Tensor:
     w = center_clamp(w).detach() + (w - w.detach())  # exactly P(W) in value, identity for the gradient
     inside = (w.abs() <= 1.0).to(w.dtype).detach()
     w_sign = torch.sign(w).detach() + (w - w.detach()) * inside
-    return w_sign * _alpha(w)  # d alpha / dW = sign(W) / n
+    return w_sign * xnor_alpha(w)  # d alpha / dW = sign(W) / n
 
 
 @torch.library.custom_op('bnas_zoo::xnor_weight', mutates_args=())
 def _xnor_weight(w: torch.Tensor) -> torch.Tensor:
     wp = center_clamp(w)
-    return torch.sign(wp) * _alpha(wp)
+    return torch.sign(wp) * xnor_alpha(wp)
 
 
-@_xnor_weight.register_fake
-def _xnor_weight_fake(w: torch.Tensor) -> torch.Tensor:
-    return torch.empty_like(w)
-
-
-def _xnor_weight_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
+_xnor_weight.register_fake(_like_input)
 
 
 def _xnor_weight_backward(ctx, g: torch.Tensor) -> torch.Tensor:
@@ -119,10 +118,10 @@ def _xnor_weight_backward(ctx, g: torch.Tensor) -> torch.Tensor:
     sign = torch.sign(wp)
     inside = (wp.abs() <= 1.0).to(wp.dtype)
     mean_sg = (sign * g).sum(dim=(1, 2, 3), keepdim=True) / n
-    return (_alpha(wp) * inside * g + sign * mean_sg) * (n * (1.0 - 1.0 / wp.shape[1]))
+    return (xnor_alpha(wp) * inside * g + sign * mean_sg) * (n * (1.0 - 1.0 / wp.shape[1]))
 
 
-_xnor_weight.register_autograd(_xnor_weight_backward, setup_context=_xnor_weight_setup)
+_xnor_weight.register_autograd(_xnor_weight_backward, setup_context=_save_input)
 
 
 def xnor_weight(w: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .binary import BinaryConv2d, _alpha, center_clamp
+from .binary import BinaryConv2d, center_clamp, xnor_alpha
 from .errors import CheckpointError
 
 __all__ = ['FORMAT', 'pack_state_dict', 'unpack_state_dict', 'save_1bit', 'load_1bit', 'theoretical_1bit_bytes']
@@ -52,7 +52,7 @@ def pack_state_dict(model: torch.nn.Module) -> Tuple[Dict[str, torch.Tensor], Di
             sign, alpha = torch.sign(m.weight), m.weight.abs().amax(dim=(1, 2, 3))
         else:
             wp = center_clamp(m.weight.float())
-            sign, alpha = torch.sign(wp), _alpha(wp).flatten()
+            sign, alpha = torch.sign(wp), xnor_alpha(wp).flatten()
         flat = sign.flatten()
         out[f'{key}.bits'] = torch.from_numpy(np.packbits((flat > 0).numpy()))
         out[f'{key}.alpha'] = alpha.float().contiguous()

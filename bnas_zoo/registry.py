@@ -97,7 +97,10 @@ def _adapt_stem_bn(state_dict: Dict[str, torch.Tensor], model: BNASNet) -> None:
         n = model.in_chans
         if t.shape[0] == n:
             continue
-        state_dict[key] = t.mean(0, keepdim=True).expand(n).clone() if n == 1 else t.repeat((n + t.shape[0] - 1) // t.shape[0])[:n].clone()
+        if n == 1:
+            state_dict[key] = t.mean(0, keepdim=True)
+        else:  # cycle the channels, as timm's adapt_input_conv does for the conv
+            state_dict[key] = t.repeat((n + t.shape[0] - 1) // t.shape[0])[:n].clone()
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: BNASNet) -> Dict[str, torch.Tensor]:
