@@ -1,0 +1,102 @@
+"""Datasets and transforms: the embedded digits, ImageFolder trees (timm.data.create_dataset), transforms."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import create_dataset, create_transform
+from torchvision import transforms as T
+
+from bnas_zoo.errors import BnasError
+
+__all__ = ['EmbeddedDigits', 'build_datasets', 'EMBEDDED_MEAN', 'EMBEDDED_STD']
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+
+
+class DataError(BnasError):
+    """A dataset folder that cannot be trained on."""
+
+
+class EmbeddedDigits(torch.utils.data.Dataset):
+    """scikit-learn's handwritten digits (shipped inside the package: nothing is downloaded), upsampled
+    from 8x8 to 32x32 RGB images, with a fixed stratified 80/20 split (``train`` 1,437 / ``test`` 360)."""
+
+    num_classes = 10
+
+    def __init__(self, split: str = 'train', transform=None, size: int = 32):
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+        if split not in ('train', 'test'):
+            raise DataError(f"embedded data: split {split!r}; expected 'train' or 'test'")
+        digits = load_digits()
+        idx_train, idx_test = train_test_split(
+            np.arange(len(digits.target)), test_size=0.2, random_state=0, stratify=digits.target)
+        idx = idx_train if split == 'train' else idx_test
+        pixels = (digits.images[idx] * (255.0 / 16.0)).astype(np.uint8)
+        self.images = [Image.fromarray(p).resize((size, size), Image.BILINEAR).convert('RGB') for p in pixels]
+        self.targets = digits.target[idx].tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        img = self.images[i]
+        return (self.transform(img) if self.transform else img), self.targets[i]
+
+
+# statistics of the embedded training split (gray images replicated to 3 channels)
+EMBEDDED_MEAN = (0.3048,) * 3
+EMBEDDED_STD = (0.3235,) * 3
+
+
+def _transforms(recipe: Dict[str, Any], data_cfg: Dict[str, Any], training: bool):
+    size = data_cfg['input_size'][-1]
+    mean, std = data_cfg['mean'], data_cfg['std']
+    if recipe.get('random_crop_padding') is not None:  # CIFAR-style pipeline (the release's)
+        ops = [T.Resize(size), T.CenterCrop(size)]  # identity on images of the model's size
+        if training:
+            ops.append(T.RandomCrop(size, padding=recipe['random_crop_padding']))
+            if recipe['hflip'] > 0:
+                ops.append(T.RandomHorizontalFlip(recipe['hflip']))
+            if recipe['color_jitter'] > 0:
+                ops.append(T.ColorJitter(*(recipe['color_jitter'],) * 3))
+        return T.Compose(ops + [T.ToTensor(), T.Normalize(mean, std)])
+    return create_transform(
+        data_cfg['input_size'], is_training=training, hflip=recipe['hflip'], color_jitter=recipe['color_jitter'] or None,
+        interpolation=data_cfg.get('interpolation', 'bilinear'), mean=mean, std=std, crop_pct=data_cfg.get('crop_pct'))
+
+
+def _count_images(root: Path) -> int:
+    return sum(1 for p in root.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def build_datasets(recipe: Dict[str, Any], data_cfg: Dict[str, Any], data_dir: Optional[str], data: str,
+                   train_split: str = 'train', val_split: str = 'validation') -> Tuple[Any, Any, int]:
+    """(train dataset, evaluation dataset, number of classes). ``data`` is ``embedded`` or ``folder``."""
+    train_tf, eval_tf = _transforms(recipe, data_cfg, True), _transforms(recipe, data_cfg, False)
+    if data == 'embedded':
+        return EmbeddedDigits('train', train_tf), EmbeddedDigits('test', eval_tf), EmbeddedDigits.num_classes
+    if not data_dir:
+        raise DataError('no data: give --data-dir DIR (an ImageFolder tree with train/ and val/ folders) or --data embedded')
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f'--data-dir {root}: no such folder')
+    datasets = []
+    for split in (train_split, val_split):
+        try:
+            ds = create_dataset('', root=str(root), split=split, is_training=split == train_split)
+        except (RuntimeError, FileNotFoundError) as e:
+            raise DataError(f'--data-dir {root}: no usable {split!r} split ({str(e).splitlines()[0]}); '
+                            f'expected {root}/train/<class>/<image> and {root}/val/<class>/<image>') from None
+        if len(ds) == 0:
+            raise DataError(f'--data-dir {root}: the {split!r} split holds no images ({", ".join(IMAGE_EXTENSIONS)})')
+        datasets.append(ds)
+    train_ds, eval_ds = datasets
+    train_ds.transform, eval_ds.transform = train_tf, eval_tf
+    classes = len(getattr(train_ds.reader, 'class_to_idx', {}) or {}) or int(max(t for _, t in train_ds.reader.samples)) + 1
+    return train_ds, eval_ds, classes

@@ -1,0 +1,309 @@
+"""The training loop: timm's optimizer, scheduler, loss and metrics, the XNOR latent projection, atomic
+checkpoints with exact resume, distributed data parallel, per-epoch summaries and curves."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+from timm.loss import LabelSmoothingCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import AverageMeter, NativeScaler, accuracy, dispatch_clip_grad
+from tqdm import tqdm
+
+from bnas_zoo.binary import attach_latent_projection, binary_param_names
+from bnas_zoo.errors import BnasError, CheckpointError
+
+__all__ = ['TrainSetup', 'param_groups', 'run_training', 'evaluate', 'save_checkpoint', 'load_checkpoint']
+
+CHECKPOINT_WEIGHTS = 'checkpoint.safetensors'
+CHECKPOINT_STATE = 'checkpoint_state.pt'
+
+
+@dataclass
+class TrainSetup:
+    model: nn.Module
+    train_ds: Any
+    eval_ds: Any
+    recipe: Dict[str, Any]
+    output: Path
+    model_name: str
+    device: torch.device = torch.device('cpu')
+    seed: int = 0
+    workers: int = 0
+    amp: Optional[str] = None          # None, 'bf16' or 'fp16'
+    channels_last: bool = False
+    compile: bool = False
+    head_epochs: int = 0               # train only the classifier for the first N epochs
+    resume: Optional[Path] = None
+    progress: bool = True
+    export_args: Dict[str, Any] = field(default_factory=dict)
+    recipe_text: str = ''
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _rank() -> int:
+    return dist.get_rank() if _distributed() else 0
+
+
+def _world() -> int:
+    return dist.get_world_size() if _distributed() else 1
+
+
+def param_groups(model: nn.Module, weight_decay: float, binary_weight_decay: bool) -> List[Dict[str, Any]]:
+    """Weight decay on conv/linear weights only: not on biases and BatchNorm, and not on the latent binary
+    weights unless the recipe asks for it (``binary_weight_decay``)."""
+    binary = binary_param_names(model)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.endswith('.bias') or (name in binary and not binary_weight_decay):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [dict(params=no_decay, weight_decay=0.0), dict(params=decay, weight_decay=weight_decay)]
+
+
+def _rng_state() -> Dict[str, Any]:
+    np_state = np.random.get_state()
+    return dict(torch=torch.get_rng_state(), python=random.getstate(),
+                numpy=[np_state[0], np_state[1].tolist(), *np_state[2:]])
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state['torch'])
+    py = state['python']
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state['numpy']
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + '.tmp')
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(output: Path, model: nn.Module, optimizer, scheduler, epoch: int, best: Dict[str, Any],
+                    history: List[Dict[str, Any]], model_name: str) -> None:
+    """Weights (safetensors) and training state, each written atomically; the state file last."""
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    _atomic(output / CHECKPOINT_WEIGHTS, lambda p: save_file(state, str(p), metadata={'model': model_name}))
+    payload = dict(epoch=epoch, model=model_name, optimizer=optimizer.state_dict(),
+                   scheduler=scheduler.state_dict(), rng=_rng_state(), best=best, history=history)
+    _atomic(output / CHECKPOINT_STATE, lambda p: torch.save(payload, p))
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, model_name: str) -> Dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG state; returns the state (epoch, best, history)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    weights, state_file = folder / CHECKPOINT_WEIGHTS, folder / CHECKPOINT_STATE
+    if not weights.is_file() or not state_file.is_file():
+        raise CheckpointError(f'--resume {path}: expected {CHECKPOINT_WEIGHTS} and {CHECKPOINT_STATE} in {folder}')
+    try:
+        state = torch.load(state_file, map_location='cpu', weights_only=True)
+        tensors = load_file(str(weights))
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same error for the user
+        raise CheckpointError(f'--resume {folder}: unreadable checkpoint ({str(e).splitlines()[0]})') from None
+    if state.get('model') != model_name:
+        raise CheckpointError(f"--resume {folder}: a checkpoint of {state.get('model')!r}, not of {model_name!r}")
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f'--resume {folder}: weights do not fit {model_name} '
+                              f'(missing {missing[:5]}, unexpected {unexpected[:5]})')
+    optimizer.load_state_dict(state['optimizer'])
+    scheduler.load_state_dict(state['scheduler'])
+    _set_rng_state(state['rng'])
+    return state
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, criterion: Optional[nn.Module] = None,
+             amp: Optional[str] = None, channels_last: bool = False, progress: bool = False) -> Dict[str, float]:
+    """Loss, top-1 and top-5 (percent) of ``model`` over ``loader``, reduced over processes."""
+    model.eval()
+    criterion = criterion or nn.CrossEntropyLoss()
+    totals = torch.zeros(4, dtype=torch.float64)  # loss sum, top1 hits, top5 hits, count
+    autocast = _autocast(device, amp)
+    for x, y in tqdm(loader, desc='eval', disable=not progress, leave=False):
+        x, y = x.to(device), y.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            out = model(x)
+        out = out.float()
+        k = min(5, out.shape[1])
+        top1, topk = accuracy(out, y, topk=(1, k))
+        n = y.shape[0]
+        totals += torch.tensor([criterion(out, y).item() * n, top1.item() * n / 100, topk.item() * n / 100, n],
+                               dtype=torch.float64)
+    if _distributed():
+        dist.all_reduce(totals)
+    loss, h1, h5, n = totals.tolist()
+    return dict(loss=loss / max(n, 1), top1=100 * h1 / max(n, 1), top5=100 * h5 / max(n, 1))
+
+
+def _autocast(device: torch.device, amp: Optional[str]):
+    if not amp:
+        return nullcontext()
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _loader(ds, batch_size: int, shuffle: bool, seed: int, epoch: int, workers: int, drop_last: bool):
+    if _distributed():
+        sampler = torch.utils.data.DistributedSampler(ds, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        sampler.set_epoch(epoch)
+        return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                           drop_last=drop_last)
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)  # the order of an epoch depends on it alone
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g,
+                                       num_workers=workers, drop_last=drop_last)
+
+
+def _plot(history: List[Dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    epochs = [h['epoch'] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [h['train_top1'] for h in history], 'o-', label='train')
+    ax1.plot(epochs, [h['eval_top1'] for h in history], 's-', label='validation')
+    ax1.set(xlabel='epoch', ylabel='top-1 accuracy (%)', title='accuracy')
+    ax2.plot(epochs, [h['train_loss'] for h in history], 'o-', label='train')
+    ax2.plot(epochs, [h['eval_loss'] for h in history], 's-', label='validation')
+    ax2.set(xlabel='epoch', ylabel='loss', title='loss')
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title + '  (train above validation = overfitting; both low and close = underfitting)')
+    fig.tight_layout()
+    _atomic(path, lambda p: fig.savefig(p, format='png', dpi=100))
+    plt.close(fig)
+
+
+def _write_summaries(output: Path, history: List[Dict[str, Any]]) -> None:
+    _atomic(output / 'summary.json', lambda p: p.write_text(json.dumps(history, indent=2)))
+    keys = list(history[0].keys())
+    lines = [','.join(keys)] + [','.join(f'{h[k]:.6g}' if isinstance(h[k], float) else str(h[k]) for k in keys)
+                                for h in history]
+    _atomic(output / 'summary.csv', lambda p: p.write_text('\n'.join(lines) + '\n'))
+
+
+def _save_best(model: nn.Module, s: TrainSetup) -> None:
+    """model.safetensors + config.json in timm's format (local-dir:RUN loads them), each replaced atomically."""
+    from timm.models import save_for_hf
+    tmp = s.output / '.best.tmp'
+    save_for_hf(model, str(tmp), model_args=s.export_args, model_config=dict(bnas_recipe=s.recipe_text),
+                safe_serialization=True)
+    for name in ('model.safetensors', 'config.json'):
+        os.replace(tmp / name, s.output / name)
+    tmp.rmdir()
+
+
+def run_training(s: TrainSetup) -> Dict[str, Any]:
+    """Train ``s.model`` with ``s.recipe``; write the run folder. Returns the best epoch's metrics."""
+    r = s.recipe
+    device = s.device
+    torch.manual_seed(s.seed + _rank())
+    random.seed(s.seed)
+    np.random.seed(s.seed)
+    model = s.model.to(device)
+    if s.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if hasattr(model, 'set_drop_path'):
+        model.set_drop_path(r['drop_path'])
+    optimizer = create_optimizer_v2(
+        param_groups(model, r['weight_decay'], r['binary_weight_decay']), opt=r['opt'], lr=r['lr'],
+        weight_decay=r['weight_decay'], momentum=r['momentum'])
+    attach_latent_projection(optimizer, model)
+    cycle = r.get('sched_cycle_epochs')
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=r['sched'], num_epochs=cycle or r['epochs'], min_lr=r['min_lr'],
+        warmup_lr=r['warmup_lr'], warmup_epochs=r['warmup_epochs'], cycle_decay=r['cycle_decay'],
+        cycle_limit=max(1, r['epochs'] // cycle) if cycle else 1)
+    criterion = LabelSmoothingCrossEntropy(r['label_smoothing']) if r['label_smoothing'] > 0 else nn.CrossEntropyLoss()
+    scaler = NativeScaler(device=device.type) if s.amp == 'fp16' else None
+
+    start_epoch, best, history = 0, dict(epoch=-1, top1=-1.0), []
+    if s.resume:
+        state = load_checkpoint(s.resume, model, optimizer, scheduler, s.model_name)
+        start_epoch, best, history = state['epoch'] + 1, state['best'], state['history']
+
+    train_model = model
+    if _distributed():
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+    if s.compile:
+        train_model = torch.compile(train_model)
+    per_process = max(1, r['batch_size'] // _world())
+    eval_loader = _loader(s.eval_ds, per_process, False, s.seed, 0, s.workers, False)
+    classifier = model.get_classifier()
+    for epoch in range(start_epoch, r['epochs']):
+        head_only = epoch < s.head_epochs
+        for p in model.parameters():
+            p.requires_grad_(not head_only)
+        for p in classifier.parameters():
+            p.requires_grad_(True)
+        loader = _loader(s.train_ds, per_process, True, s.seed, epoch, s.workers, True)
+        train_model.train()
+        loss_m, top1_m = AverageMeter(), AverageMeter()
+        t0, seen = time.perf_counter(), 0
+        bar = tqdm(loader, desc=f'epoch {epoch + 1}/{r["epochs"]}', disable=not s.progress or _rank() != 0)
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            if s.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, s.amp):
+                out = train_model(x)
+                loss = criterion(out, y)
+            if not math.isfinite(loss.item()):
+                raise BnasError(f'epoch {epoch + 1}: the loss is {loss.item()}; lower the learning rate')
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler(loss, optimizer, clip_grad=r['grad_clip'], parameters=model.parameters())
+            else:
+                loss.backward()
+                if r['grad_clip']:
+                    dispatch_clip_grad(model.parameters(), r['grad_clip'])
+                optimizer.step()
+            n = y.shape[0]
+            seen += n * _world()
+            loss_m.update(loss.item(), n)
+            top1_m.update(accuracy(out.detach().float(), y, topk=(1,))[0].item(), n)
+            bar.set_postfix(loss=f'{loss_m.avg:.3f}', top1=f'{top1_m.avg:.1f}',
+                            img_s=f'{seen / (time.perf_counter() - t0):.0f}')
+        scheduler.step(epoch + 1)
+        metrics = evaluate(model, eval_loader, device, amp=s.amp, channels_last=s.channels_last)
+        row = dict(epoch=epoch + 1, lr=optimizer.param_groups[0]['lr'], train_loss=loss_m.avg, train_top1=top1_m.avg,
+                   eval_loss=metrics['loss'], eval_top1=metrics['top1'], eval_top5=metrics['top5'],
+                   images_per_s=seen / (time.perf_counter() - t0), head_only=head_only)
+        history.append(row)
+        if _rank() == 0:
+            improved = metrics['top1'] > best['top1']
+            if improved:
+                best = dict(epoch=epoch + 1, top1=metrics['top1'], top5=metrics['top5'])
+                _save_best(model, s)
+            save_checkpoint(s.output, model, optimizer, scheduler, epoch, best, history, s.model_name)
+            _write_summaries(s.output, history)
+            _plot(history, s.output / 'curves.png', f'{s.model_name} ({r.get("description", "")})')
+            print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.2f} | "
+                  f"eval loss {row['eval_loss']:.4f} top-1 {row['eval_top1']:.2f} top-5 {row['eval_top5']:.2f} | "
+                  f"{row['images_per_s']:.0f} img/s" + (' | best' if improved else ''), flush=True)
+    return best

@@ -1,0 +1,162 @@
+"""``bnas-train`` (also ``python -m bnas_zoo.train``): train or fine-tune a bnas model with a recipe.
+
+    bnas-train --model bnas_mini --data embedded --output runs/mini          # the embedded default
+    bnas-train --model bnas_a --recipe cifar10 --data-dir /data/cifar10 --output runs/a
+    bnas-train --model bnas_d --recipe imagenet-minreg --data-dir /data/imagenet --output runs/d --amp bf16
+    bnas-train --model bnas_d --pretrained --num-classes 37 --data-dir pets --head-epochs 2 --output runs/pets
+    torchrun --nproc_per_node 8 -m bnas_zoo.train --model bnas_d --recipe imagenet-standard ...
+
+Every recipe key is also a flag (``--lr 0.002 --epochs 20``) that overrides the recipe.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+import yaml
+
+from bnas_zoo.errors import BnasError
+
+from .recipes import RECIPE_KEYS, list_recipes, load_recipe
+
+__all__ = ['main', 'build_parser']
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='bnas-train', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--model', default='bnas_mini',
+                   help='bnas_mini, bnas_a..bnas_h, local-dir:PATH or hf-hub:ORG/NAME (default: bnas_mini)')
+    p.add_argument('--pretrained', action='store_true', help='start from the pretrained weights of --model')
+    p.add_argument('--num-classes', type=int, help='classes of the head (default: those of the dataset)')
+    p.add_argument('--model-arg', action='append', default=[], metavar='KEY=VALUE',
+                   help='extra create_model argument, e.g. fully_binary=true (repeatable)')
+    p.add_argument('--recipe', help=f"bundled recipe ({', '.join(list_recipes())}) or a YAML path "
+                                    "(default: embedded for --data embedded, cifar10 for CIFAR models, imagenet-minreg otherwise)")
+    p.add_argument('--data', choices=['embedded', 'folder'], help="'embedded' (the digits shipped with scikit-learn) "
+                   "or 'folder' (an ImageFolder tree, --data-dir); default: folder when --data-dir is given")
+    p.add_argument('--data-dir', help='ImageFolder root with train/ and val/ (or validation/) subfolders')
+    p.add_argument('--train-split', default='train')
+    p.add_argument('--val-split', default='validation', help="evaluation split (synonyms such as 'val' are found)")
+    p.add_argument('--output', required=True, help='run folder (model.safetensors, config.json, checkpoints, summaries, curves.png)')
+    p.add_argument('--resume', nargs='?', const='', help='continue the run in --output (or in the folder given) exactly')
+    p.add_argument('--overwrite', action='store_true', help='start again in an --output that already holds a run')
+    p.add_argument('--head-epochs', type=int, default=0, help='train only the classifier for the first N epochs')
+    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available)')
+    p.add_argument('--amp', choices=['bf16', 'fp16'], help='automatic mixed precision')
+    p.add_argument('--channels-last', action='store_true', help='channels_last memory format')
+    p.add_argument('--compile', action='store_true', help='torch.compile the model')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--workers', type=int, default=0, help='data loader processes')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    g = p.add_argument_group('recipe overrides (each recipe key)')
+    for key, types in RECIPE_KEYS.items():
+        if key in ('description', 'data'):
+            continue
+        g.add_argument('--' + key.replace('_', '-'), dest=f'override_{key}', metavar='VALUE',
+                       help=f"recipe key {key} ({'/'.join('null' if t is type(None) else t.__name__ for t in types)})")
+    return p
+
+
+def _check_output(output: Path, resume: Optional[str], overwrite: bool) -> None:
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / '.write_test'
+        probe.write_text('ok')
+        probe.unlink()
+    except OSError as e:
+        raise BnasError(f'--output {output}: not writable ({e.strerror})') from None
+    if resume is None and not overwrite and (output / 'checkpoint_state.pt').exists():
+        raise BnasError(f'--output {output} already holds a run: continue it with --resume, or start again with --overwrite')
+
+
+def _model_kwargs(items: List[str]) -> dict:
+    out = {}
+    for item in items:
+        if '=' not in item:
+            raise BnasError(f'--model-arg {item!r}: expected KEY=VALUE')
+        k, v = item.split('=', 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except BnasError as e:
+        print(f'bnas-train: error: {e}', file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    import timm
+
+    import bnas_zoo
+    from bnas_zoo.registry import VARIANTS
+
+    from .data import EMBEDDED_MEAN, EMBEDDED_STD, build_datasets
+    from .engine import TrainSetup, run_training
+
+    data = args.data or ('folder' if args.data_dir else None)
+    if data is None:
+        raise BnasError('no data: give --data embedded or --data-dir DIR')
+    base = args.model.split(':')[-1].split('/')[-1].split('.')[0]
+    if args.model.split(':')[0] not in ('local-dir', 'hf-hub') and args.model not in VARIANTS:
+        raise BnasError(f"unknown model {args.model!r}; expected one of {', '.join(VARIANTS)}, local-dir:PATH or hf-hub:ORG/NAME")
+    recipe_name = args.recipe or ('embedded' if data == 'embedded' else
+                                  'cifar10' if VARIANTS.get(base) and VARIANTS[base].stem == 'cifar' else 'imagenet-minreg')
+    overrides = {k[len('override_'):]: v for k, v in vars(args).items() if k.startswith('override_') and v is not None}
+    recipe = load_recipe(recipe_name, overrides)
+    output = Path(args.output)
+    _check_output(output, args.resume, args.overwrite)
+
+    distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if distributed:
+        local_rank = int(os.environ.get('LOCAL_RANK', '0'))
+        if device.type == 'cuda':
+            device = torch.device('cuda', local_rank)
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend='nccl' if device.type == 'cuda' else 'gloo')
+
+    # the model first (its data config decides the transforms), then the data, then the head size
+    kwargs = _model_kwargs(args.model_arg)
+    pretrained = args.pretrained or args.model.startswith(('local-dir:', 'hf-hub:'))
+    probe = timm.create_model(args.model, pretrained=False, **kwargs)
+    data_cfg = timm.data.resolve_data_config({}, model=probe)
+    if data == 'embedded':
+        data_cfg.update(mean=EMBEDDED_MEAN, std=EMBEDDED_STD, input_size=(3, 32, 32))
+    train_ds, eval_ds, classes = build_datasets(recipe, data_cfg, args.data_dir, data, args.train_split, args.val_split)
+    if args.num_classes is not None and args.num_classes != classes:
+        raise BnasError(f'--num-classes {args.num_classes}: the dataset has {classes} classes; a head of '
+                        f'{args.num_classes} outputs does not fit it')
+    try:
+        model = timm.create_model(args.model, pretrained=pretrained, num_classes=classes,
+                                  drop_rate=recipe['drop_rate'], **kwargs)
+    except RuntimeError as e:
+        raise BnasError(f'--model {args.model}: {str(e).splitlines()[0]}') from None
+    arch = model.pretrained_cfg.get('architecture', base)
+    setup = TrainSetup(
+        model=model, train_ds=train_ds, eval_ds=eval_ds, recipe=recipe, output=output, model_name=arch,
+        device=device, seed=args.seed, workers=args.workers, amp=args.amp, channels_last=args.channels_last,
+        compile=args.compile, head_epochs=args.head_epochs,
+        resume=(Path(args.resume) if args.resume else output) if args.resume is not None else None,
+        progress=not args.no_progress, export_args=model.architecture_args(),
+        recipe_text=f'bnas-train, recipe {recipe_name}: ' + ', '.join(f'{k} {v}' for k, v in recipe.items()
+                                                                      if k != 'description'))
+    (output / 'recipe.yaml').write_text(yaml.safe_dump(dict(recipe, model=args.model, recipe=recipe_name), sort_keys=False))
+    best = run_training(setup)
+    if not distributed or torch.distributed.get_rank() == 0:
+        print(f"best: epoch {best['epoch']}, top-1 {best['top1']:.2f} %, top-5 {best.get('top5', 0):.2f} % "
+              f"-> {output / 'model.safetensors'} (load with timm.create_model('local-dir:{output}', pretrained=True))")
+    if distributed:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
