@@ -193,9 +193,11 @@ def binary_convs(model: nn.Module) -> Iterator[BinaryConv2d]:
 
 @torch.no_grad()
 def project_latent_(model: nn.Module) -> None:
-    """Centre and clamp, in place, the latent weights of every binary conv of ``model`` (as the release)."""
+    """Centre and clamp, in place, the latent weights of every trainable binary conv of ``model`` (as the
+    release does before each update; frozen weights are not updated, so they are left as they are)."""
     for m in binary_convs(model):
-        m.weight.copy_(center_clamp(m.weight))
+        if m.weight.requires_grad:
+            m.weight.copy_(center_clamp(m.weight))
 
 
 def attach_latent_projection(optimizer: torch.optim.Optimizer, model: nn.Module):

@@ -48,6 +48,7 @@ class TrainSetup:
     compile: bool = False
     head_epochs: int = 0               # train only the classifier for the first N epochs
     resume: Optional[Path] = None
+    stop_after: Optional[int] = None   # stop after N epochs of this invocation (continue with resume)
     progress: bool = True
     export_args: Dict[str, Any] = field(default_factory=dict)
     recipe_text: str = ''
@@ -193,7 +194,7 @@ def _plot(history: List[Dict[str, Any]], path: Path, title: str) -> None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title + '  (train above validation = overfitting; both low and close = underfitting)')
+    fig.suptitle(f'{title}\ntrain far above validation: overfitting; both low and close: underfitting', fontsize=10)
     fig.tight_layout()
     _atomic(path, lambda p: fig.savefig(p, format='png', dpi=100))
     plt.close(fig)
@@ -255,7 +256,8 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
     per_process = max(1, r['batch_size'] // _world())
     eval_loader = _loader(s.eval_ds, per_process, False, s.seed, 0, s.workers, False)
     classifier = model.get_classifier()
-    for epoch in range(start_epoch, r['epochs']):
+    last_epoch = r['epochs'] if not s.stop_after else min(r['epochs'], start_epoch + s.stop_after)
+    for epoch in range(start_epoch, last_epoch):
         head_only = epoch < s.head_epochs
         for p in model.parameters():
             p.requires_grad_(not head_only)
@@ -263,6 +265,9 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
             p.requires_grad_(True)
         loader = _loader(s.train_ds, per_process, True, s.seed, epoch, s.workers, True)
         train_model.train()
+        if head_only:  # a frozen body: its BatchNorm statistics stay as they are too
+            model.eval()
+            classifier.train()
         loss_m, top1_m = AverageMeter(), AverageMeter()
         t0, seen = time.perf_counter(), 0
         bar = tqdm(loader, desc=f'epoch {epoch + 1}/{r["epochs"]}', disable=not s.progress or _rank() != 0)

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--output', required=True, help='run folder (model.safetensors, config.json, checkpoints, summaries, curves.png)')
     p.add_argument('--resume', nargs='?', const='', help='continue the run in --output (or in the folder given) exactly')
     p.add_argument('--overwrite', action='store_true', help='start again in an --output that already holds a run')
+    p.add_argument('--stop-after', type=int, help='stop after N epochs of this invocation (time-boxed jobs); '
+                                                  'continue later with --resume')
     p.add_argument('--head-epochs', type=int, default=0, help='train only the classifier for the first N epochs')
     p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available)')
     p.add_argument('--amp', choices=['bf16', 'fp16'], help='automatic mixed precision')
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--workers', type=int, default=0, help='data loader processes')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.add_argument('--train-subset', type=int, help='train on the first N training images only (smoke runs)')
     g = p.add_argument_group('recipe overrides (each recipe key)')
     for key, types in RECIPE_KEYS.items():
         if key in ('description', 'data'):
@@ -131,6 +134,8 @@ def _main(args: argparse.Namespace) -> int:
     if data == 'embedded':
         data_cfg.update(mean=EMBEDDED_MEAN, std=EMBEDDED_STD, input_size=(3, 32, 32))
     train_ds, eval_ds, classes = build_datasets(recipe, data_cfg, args.data_dir, data, args.train_split, args.val_split)
+    if args.train_subset:
+        train_ds = torch.utils.data.Subset(train_ds, range(min(args.train_subset, len(train_ds))))
     if args.num_classes is not None and args.num_classes != classes:
         raise BnasError(f'--num-classes {args.num_classes}: the dataset has {classes} classes; a head of '
                         f'{args.num_classes} outputs does not fit it')
@@ -143,7 +148,7 @@ def _main(args: argparse.Namespace) -> int:
     setup = TrainSetup(
         model=model, train_ds=train_ds, eval_ds=eval_ds, recipe=recipe, output=output, model_name=arch,
         device=device, seed=args.seed, workers=args.workers, amp=args.amp, channels_last=args.channels_last,
-        compile=args.compile, head_epochs=args.head_epochs,
+        compile=args.compile, head_epochs=args.head_epochs, stop_after=args.stop_after,
         resume=(Path(args.resume) if args.resume else output) if args.resume is not None else None,
         progress=not args.no_progress, export_args=model.architecture_args(),
         recipe_text=f'bnas-train, recipe {recipe_name}: ' + ', '.join(f'{k} {v}' for k, v in recipe.items()

@@ -1,0 +1,97 @@
+"""``bnas-validate``: top-1 / top-5 of a model on a dataset.
+
+    bnas-validate --model local-dir:runs/mini --data embedded
+    bnas-validate --model bnas_d --pretrained --data-dir /data/imagenet --split validation
+    bnas-validate --model bnas_mini --checkpoint runs/mini/model.safetensors --data embedded
+    bnas-validate --model hf-hub:ORG/NAME --data-dir DIR --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+import torch
+
+from bnas_zoo.errors import BnasError, CheckpointError
+
+__all__ = ['main']
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='bnas-validate', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--model', required=True, help='registry name, local-dir:PATH or hf-hub:ORG/NAME')
+    p.add_argument('--pretrained', action='store_true', help='registry name: load its pretrained weights')
+    p.add_argument('--checkpoint', help='a safetensors weight file for --model (e.g. a run\'s model.safetensors)')
+    p.add_argument('--data', choices=['embedded', 'folder'], help='embedded digits (test split) or an ImageFolder')
+    p.add_argument('--data-dir', help='ImageFolder root')
+    p.add_argument('--split', default='validation', help="split of --data-dir (synonyms such as 'val' are found)")
+    p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--workers', type=int, default=0)
+    p.add_argument('--device', default=None)
+    p.add_argument('--amp', choices=['bf16', 'fp16'])
+    p.add_argument('--json', action='store_true', help='print the result as JSON')
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except BnasError as e:
+        print(f'bnas-validate: error: {e}', file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
+    import timm
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    import bnas_zoo  # noqa: F401
+    from .data import EMBEDDED_MEAN, EMBEDDED_STD, build_datasets
+    from .engine import evaluate
+    from .recipes import load_recipe
+
+    data = args.data or ('folder' if args.data_dir else None)
+    if data is None:
+        raise BnasError('no data: give --data embedded or --data-dir DIR')
+    pretrained = args.pretrained or args.model.startswith(('local-dir:', 'hf-hub:'))
+    try:
+        model = timm.create_model(args.model, pretrained=pretrained)
+    except RuntimeError as e:
+        raise BnasError(f'--model {args.model}: {str(e).splitlines()[0]}') from None
+    if args.checkpoint:
+        try:
+            state = load_file(args.checkpoint)
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f'--checkpoint {args.checkpoint}: not a readable safetensors file ({e})') from None
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f'--checkpoint {args.checkpoint}: does not fit {args.model}: '
+                                  f'{str(e).splitlines()[1] if len(str(e).splitlines()) > 1 else e}') from None
+    data_cfg = timm.data.resolve_data_config({}, model=model)
+    recipe = load_recipe('embedded' if data == 'embedded' else 'imagenet-minreg')
+    if data == 'embedded':
+        data_cfg.update(mean=EMBEDDED_MEAN, std=EMBEDDED_STD, input_size=(3, 32, 32))
+        _, ds, classes = build_datasets(recipe, data_cfg, None, 'embedded')
+    else:
+        _, ds, classes = build_datasets(recipe, data_cfg, args.data_dir, 'folder', val_split=args.split)
+    if model.num_classes != classes:
+        raise BnasError(f'{args.model} has {model.num_classes} outputs but the dataset has {classes} classes')
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers)
+    result = evaluate(model.to(device), loader, device, amp=args.amp)
+    result.update(model=args.model, images=len(ds), split='test' if data == 'embedded' else args.split)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.model}: top-1 {result['top1']:.2f} %  top-5 {result['top5']:.2f} %  loss {result['loss']:.4f}  "
+              f"({result['images']} images, {result['split']} split)")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
