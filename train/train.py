@@ -4,6 +4,8 @@
     bnas-train --model bnas_a --recipe cifar10 --data-dir /data/cifar10 --output runs/a
     bnas-train --model bnas_d --recipe imagenet-minreg --data-dir /data/imagenet --output runs/d --amp bf16
     bnas-train --model bnas_d --pretrained --num-classes 37 --data-dir pets --head-epochs 2 --output runs/pets
+    bnas-train --model bnas_custom --model-arg genotype=cell.json --model-arg layers=8 --model-arg channels=16 \
+        --data embedded --output runs/cell                                  # a searched cell (bnas-search)
     torchrun --nproc_per_node 8 -m bnas_zoo.train --model bnas_d --recipe imagenet-standard ...
 
 Every recipe key is also a flag (``--lr 0.002 --epochs 20``) that overrides the recipe.
@@ -29,7 +31,7 @@ __all__ = ['main', 'build_parser']
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='bnas-train', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model', default='bnas_mini',
-                   help='bnas_mini, bnas_a..bnas_h, local-dir:PATH or hf-hub:ORG/NAME (default: bnas_mini)')
+                   help='bnas_mini, bnas_a..bnas_h, bnas_custom, local-dir:PATH or hf-hub:ORG/NAME (default: bnas_mini)')
     p.add_argument('--pretrained', action='store_true', help='start from the pretrained weights of --model')
     p.add_argument('--num-classes', type=int, help='classes of the head (default: those of the dataset)')
     p.add_argument('--model-arg', action='append', default=[], metavar='KEY=VALUE',
@@ -108,8 +110,9 @@ def _main(args: argparse.Namespace) -> int:
     if data is None:
         raise BnasError('no data: give --data embedded or --data-dir DIR')
     base = args.model.split(':')[-1].split('/')[-1].split('.')[0]
-    if args.model.split(':')[0] not in ('local-dir', 'hf-hub') and args.model not in VARIANTS:
-        raise BnasError(f"unknown model {args.model!r}; expected one of {', '.join(VARIANTS)}, local-dir:PATH or hf-hub:ORG/NAME")
+    if args.model.split(':')[0] not in ('local-dir', 'hf-hub') and args.model not in (*VARIANTS, 'bnas_custom'):
+        raise BnasError(f"unknown model {args.model!r}; expected one of {', '.join(VARIANTS)}, bnas_custom "
+                        f"(with --model-arg genotype=... layers=... channels=...), local-dir:PATH or hf-hub:ORG/NAME")
     recipe_name = args.recipe or ('embedded' if data == 'embedded' else
                                   'cifar10' if VARIANTS.get(base) and VARIANTS[base].stem == 'cifar' else 'imagenet-minreg')
     overrides = {k[len('override_'):]: v for k, v in vars(args).items() if k.startswith('override_') and v is not None}

@@ -1,0 +1,129 @@
+"""BNAS search: the diversity regularizer, Eq. 5 derivation with gamma, the supernet, a short search -> build -> train."""
+import json
+import math
+
+import pytest
+import timm
+import torch
+
+import bnas_zoo
+from bnas_zoo.derive import derive_cell, derive_genotype, diversity_regularizer, learnable_share, mean_entropy
+from bnas_zoo.genotype import PRIMITIVES, load_genotype
+from bnas_zoo.supernet import Supernet
+from bnas_zoo.train.search import main as search_main
+
+OPS = list(PRIMITIVES)
+
+
+def test_entropy_and_its_gradient():
+    alphas = {k: torch.randn(14, 7, requires_grad=True) for k in ('normal', 'reduce')}
+    probs = {k: torch.softmax(v, dim=-1) for k, v in alphas.items()}
+    rows = torch.cat([probs['normal'], probs['reduce']])
+    expected = -(rows * rows.log()).sum(1).mean()
+    assert torch.allclose(mean_entropy(probs), expected)
+    # uniform rows: maximal entropy log(7), zero gradient
+    uniform = {k: torch.full((14, 7), 1 / 7) for k in ('normal', 'reduce')}
+    assert mean_entropy(uniform).item() == pytest.approx(math.log(7))
+    # the gradient of -H w.r.t. alpha (analytic): dH/dalpha_i = -p_i (log p_i + H_row), averaged over 28 rows
+    reg = diversity_regularizer(probs, epoch=0, lam=1.0, tau=7.7)
+    reg.backward()
+    p = probs['normal'].detach()
+    h_row = -(p * p.log()).sum(1, keepdim=True)
+    analytic = (p * (p.log() + h_row)) / 28  # d(-H)/dalpha
+    assert torch.allclose(alphas['normal'].grad, analytic, atol=1e-6)
+    # the reduction rows count too (the release re-read the normal loop's last row instead)
+    assert alphas['reduce'].grad.abs().sum() > 0
+
+
+def test_regularizer_annealing():
+    probs = {k: torch.softmax(torch.randn(14, 7), -1) for k in ('normal', 'reduce')}
+    h = mean_entropy(probs).item()
+    assert diversity_regularizer(probs, 0, 1.0, 7.7).item() == pytest.approx(-h)
+    assert diversity_regularizer(probs, 7.7, 1.0, 7.7).item() == pytest.approx(-h / math.e)
+    assert diversity_regularizer(probs, 50, 2.0, 7.7).item() == pytest.approx(-2 * h * math.exp(-50 / 7.7))
+    assert diversity_regularizer(probs, 3, 0.0, 7.7).item() == 0.0
+
+
+def _probs_with_winning_zeroise():
+    """Node 2's edge from input 1 has Zeroise 0.40 vs bin_conv_3x3 0.30: Zeroise wins at gamma = 1 only."""
+    p = torch.full((14, 7), 0.05)
+    p[:, OPS.index('bin_conv_3x3')] = 0.70
+    p[1] = torch.tensor([0.40, 0.05, 0.05, 0.05, 0.05, 0.30, 0.10])
+    p[0, OPS.index('bin_conv_3x3')] = 0.35
+    return p / p.sum(1, keepdim=True)
+
+
+def test_gamma_derivation_zeroise_wins_only_at_gamma_1():
+    p = _probs_with_winning_zeroise()
+    g1 = derive_cell(p, OPS, 4, gamma=1.0)
+    g3 = derive_cell(p, OPS, 4, gamma=3.0)
+    assert ('none', 1) in g1[:2]            # kept in the final cell (unlike DARTS)
+    assert ('bin_conv_3x3', 1) in g3[:2]    # 0.40 / 3 < 0.30: the conv wins
+    darts = derive_cell(p, OPS, 4, keep_zeroise=False)
+    assert all(op != 'none' for op, _ in darts)
+    assert derive_cell(p, OPS, 4)[2:] == g3[2:]
+    with pytest.raises(ValueError):
+        derive_cell(p, OPS, 4, gamma=0)
+
+
+def test_derived_genotypes_are_valid_and_build():
+    torch.manual_seed(0)
+    probs = {k: torch.softmax(torch.randn(14, 7), -1) for k in ('normal', 'reduce')}
+    for gamma in (1.0, 3.0):
+        geno = derive_genotype(probs, OPS, 4, gamma, provenance=dict(seed=0))
+        g = load_genotype(geno)
+        assert g.provenance['gamma'] == gamma
+        model = timm.create_model('bnas_custom', genotype=geno, layers=3, channels=4, num_classes=10)
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert 0 <= learnable_share(geno, [o for o in OPS if o.startswith('bin_')]) <= 1
+
+
+def test_supernet_forward_backward_and_ablation():
+    torch.manual_seed(0)
+    net = Supernet(OPS, layers=3, channels=4, num_classes=10)
+    out = net(torch.randn(2, 3, 16, 16))
+    out.sum().backward()
+    assert net.alphas_normal.grad is not None and net.alphas_reduce.grad.abs().sum() > 0
+    assert net.alphas_normal.shape == (14, 7)
+    no_skip = Supernet([o for o in OPS if 'dil' not in o], layers=3, channels=4, inter_cell_skip=False)
+    assert no_skip.alphas_normal.shape == (14, 5) and all(not c.skip for c in no_skip.cells)
+
+
+def test_bad_search_input(tmp_path, capsys):
+    base = ['--data', 'embedded', '--epochs', '1', '--layers', '3', '--channels', '4', '--no-progress']
+    for extra, message in (
+            (['--gamma', '0'], '--gamma 0'),
+            (['--lam', '-1'], '--lam -1'),
+            (['--tau', '0'], '--tau 0'),
+            (['--ops', 'none', 'conv_9x9'], 'unknown operation(s) conv_9x9'),
+            (['--batch-size', '1000'], 'too few to halve')):
+        assert search_main(base + extra + ['--out', str(tmp_path / 'c.json')]) == 2
+        assert message in capsys.readouterr().err
+    existing = tmp_path / 'exists.json'
+    existing.write_text('{}')
+    assert search_main(base + ['--out', str(existing)]) == 2
+    assert '--overwrite' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_short_search_then_build_then_train(tmp_path, capsys):
+    out = tmp_path / 'cell.json'
+    small = ['--data', 'embedded', '--layers', '3', '--channels', '4', '--batch-size', '32', '--train-subset', '256',
+             '--out', str(out), '--no-progress']
+    assert search_main(small + ['--epochs', '2']) == 0
+    g1 = load_genotype(out)
+    g3 = load_genotype(tmp_path / 'cell.gamma3.json')
+    assert g1.provenance['gamma'] == 1.0 and g3.provenance['gamma'] == 3.0
+    assert g1.provenance['lam'] == 1.0 and g1.provenance['tau'] == 7.7 and len(g1.provenance['final_alphas']['normal']) == 14
+    log = json.loads((tmp_path / 'cell_search' / 'search_log.json').read_text())
+    assert [r['epoch'] for r in log] == [1, 2] and all(0 <= r['learnable_share'] <= 1 for r in log)
+    assert (tmp_path / 'cell_search' / 'alphas.png').read_bytes()[:4] == b'\x89PNG'
+    # resume continues from the checkpoint to more epochs
+    assert search_main(small + ['--epochs', '3', '--resume']) == 0
+    assert len(json.loads((tmp_path / 'cell_search' / 'search_log.json').read_text())) == 3
+    # the genotype trains through bnas-train
+    from bnas_zoo.train.train import main as train_main
+    assert train_main(['--model', 'bnas_custom', '--model-arg', f'genotype={out}', '--model-arg', 'layers=3',
+                       '--model-arg', 'channels=8', '--data', 'embedded', '--epochs', '1', '--train-subset', '64',
+                       '--output', str(tmp_path / 'run'), '--no-progress']) == 0
+    assert timm.create_model(f'local-dir:{tmp_path / "run"}', pretrained=True).genotype.normal == load_genotype(out).normal

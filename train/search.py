@@ -1,0 +1,281 @@
+"""``bnas-search``: search a binary cell (BNAS, paper Sec. 4; spec §7) and write it as a genotype JSON.
+
+    bnas-search --data embedded --epochs 4 --layers 5 --channels 8 --out cell.json      # CPU, minutes
+    bnas-search --data-dir /data/cifar10 --epochs 50 --out cell.json                    # the paper's setting
+    timm.create_model('bnas_custom', genotype='cell.json', layers=8, channels=16, num_classes=10)
+
+The training images are halved (fixed by --seed): one half trains the supernet weights (SGD, cosine), the
+other the architecture parameters (Adam), alternating first-order updates. The architecture loss carries the
+diversity regularizer -lambda * H(p) * exp(-epoch / tau). The cell is derived with the Zeroise rule (Eq. 5)
+for each --gamma: OUT for the first, OUT's stem + '.gamma<g>.json' for the others.
+Ablations: --no-dilated, --no-zeroise (DARTS-style derivation), --no-regularizer, --no-skip.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from bnas_zoo.errors import BnasError, CheckpointError
+
+__all__ = ['main', 'search']
+
+DEFAULT_OPS = ('none', 'max_pool_3x3', 'avg_pool_3x3', 'bin_dil_conv_3x3', 'bin_dil_conv_5x5', 'bin_conv_3x3',
+               'bin_conv_5x5')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='bnas-search', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--data', choices=['embedded', 'folder'], help='embedded digits, or an ImageFolder (--data-dir)')
+    p.add_argument('--data-dir', help='ImageFolder root; its train split is halved')
+    p.add_argument('--out', required=True, help='genotype JSON to write')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing --out')
+    p.add_argument('--run-dir', help="checkpoints, log and plot (default: OUT's stem + '_search')")
+    p.add_argument('--resume', action='store_true', help='continue the search in --run-dir exactly')
+    p.add_argument('--epochs', type=int, default=50)
+    p.add_argument('--layers', type=int, default=8)
+    p.add_argument('--channels', type=int, default=16)
+    p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--lr', type=float, default=0.025, help='weights: SGD lr, cosine-annealed to --min-lr')
+    p.add_argument('--min-lr', type=float, default=0.001)
+    p.add_argument('--weight-decay', type=float, default=3e-4)
+    p.add_argument('--arch-lr', type=float, default=3e-4, help='architecture: Adam lr (betas 0.5, 0.999)')
+    p.add_argument('--arch-weight-decay', type=float, default=1e-3)
+    p.add_argument('--lam', type=float, default=1.0, help='diversity regularizer weight lambda')
+    p.add_argument('--tau', type=float, default=7.7, help='diversity regularizer annealing tau (epochs)')
+    p.add_argument('--gamma', type=float, nargs='+', default=[1.0, 3.0], help='Zeroise transfer factors to derive')
+    p.add_argument('--ops', nargs='+', help=f"candidate operations (default: {' '.join(DEFAULT_OPS)})")
+    p.add_argument('--no-dilated', action='store_true', help='ablation: without the dilated binary convs')
+    p.add_argument('--no-zeroise', action='store_true', help='ablation: DARTS-style derivation, Zeroise never kept')
+    p.add_argument('--no-regularizer', action='store_true', help='ablation: lambda = 0')
+    p.add_argument('--no-skip', action='store_true', help='ablation: no inter-cell skip connections')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--train-subset', type=int, help='search on the first N training images only (smoke runs)')
+    p.add_argument('--workers', type=int, default=0)
+    p.add_argument('--device', default=None)
+    p.add_argument('--amp', choices=['bf16', 'fp16'])
+    p.add_argument('--channels-last', action='store_true')
+    p.add_argument('--no-progress', action='store_true')
+    return p
+
+
+def _check(args) -> Dict[str, Any]:
+    from bnas_zoo.operations import OPS
+    ops = list(args.ops or DEFAULT_OPS)
+    unknown = [o for o in ops if o not in OPS]
+    if unknown:
+        raise BnasError(f"--ops: unknown operation(s) {', '.join(unknown)}; expected some of {', '.join(OPS)}")
+    if args.no_dilated:
+        ops = [o for o in ops if not o.startswith('bin_dil_conv')]
+    if len(set(ops)) != len(ops) or len(ops) < 2:
+        raise BnasError(f'--ops: expected at least two distinct operations, got {ops}')
+    for g in args.gamma:
+        if not (g > 0 and math.isfinite(g)):
+            raise BnasError(f'--gamma {g}: expected a positive number (1 keeps Zeroise as found, 3 for ImageNet)')
+    if not (args.lam >= 0 and math.isfinite(args.lam)):
+        raise BnasError(f'--lam {args.lam}: expected >= 0')
+    if not (args.tau > 0 and math.isfinite(args.tau)):
+        raise BnasError(f'--tau {args.tau}: expected > 0 (epochs)')
+    if args.epochs < 1 or args.layers < 3 or args.channels < 2 or args.batch_size < 1:
+        raise BnasError('--epochs >= 1, --layers >= 3, --channels >= 2 and --batch-size >= 1 expected')
+    out = Path(args.out)
+    if out.exists() and not args.overwrite and not args.resume:
+        raise BnasError(f'--out {out} exists: give --overwrite to replace it')
+    return dict(ops=ops, lam=0.0 if args.no_regularizer else args.lam)
+
+
+def _halves(ds, batch: int, seed: int):
+    n = len(ds)
+    if n < 4 * batch:
+        raise BnasError(f'the training data has {n} images: too few to halve into batches of {batch} '
+                        f'(need at least {4 * batch}); lower --batch-size or add images')
+    perm = np.random.RandomState(seed).permutation(n).tolist()
+    return torch.utils.data.Subset(ds, perm[:n // 2]), torch.utils.data.Subset(ds, perm[n // 2:])
+
+
+def _plot(history: List[Dict[str, Any]], ops: List[str], path: Path) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    epochs = [h['epoch'] for h in history]
+    for ax, kind in zip(axes[:2], ('normal', 'reduce')):
+        mean_p = np.array([np.mean(h['probs'][kind], axis=0) for h in history])
+        for i, op in enumerate(ops):
+            ax.plot(epochs, mean_p[:, i], 'o-', label=op)
+        ax.set(xlabel='epoch', ylabel='mean softmax(alpha) over edges', title=f'{kind} cell')
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[2].plot(epochs, [h['entropy'] for h in history], 'o-', label='entropy H(p)')
+    axes[2].plot(epochs, [h['learnable_share'] for h in history], 's-', label='learnable ops selected (share)')
+    axes[2].set(xlabel='epoch', title='diversity')
+    axes[2].grid(alpha=0.3)
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + '.tmp')
+    fig.savefig(tmp, format='png', dpi=90)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(json.dumps(data, indent=2) + '\n')
+    os.replace(tmp, path)
+
+
+def search(args) -> Dict[str, Any]:
+    import timm  # noqa: F401
+    from timm.scheduler import create_scheduler_v2
+
+    from bnas_zoo.binary import attach_latent_projection
+    from bnas_zoo.derive import derive_genotype, diversity_regularizer, learnable_share, mean_entropy
+    from bnas_zoo.genotype import validate_genotype_dict
+    from bnas_zoo.operations import CONV_OPS
+    from bnas_zoo.supernet import Supernet
+
+    from .data import EMBEDDED_MEAN, EMBEDDED_STD, build_datasets
+    from .engine import _autocast, _rng_state, _set_rng_state, evaluate
+    from .recipes import load_recipe
+
+    checked = _check(args)
+    ops, lam = checked['ops'], checked['lam']
+    data = args.data or ('folder' if args.data_dir else None)
+    if data is None:
+        raise BnasError('no data: give --data embedded or --data-dir DIR')
+    out = Path(args.out)
+    run_dir = Path(args.run_dir) if args.run_dir else out.with_name(out.stem + '_search')
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe = load_recipe('embedded' if data == 'embedded' else 'cifar10')
+    data_cfg = dict(input_size=(3, 32, 32), mean=EMBEDDED_MEAN if data == 'embedded' else (0.4914, 0.4822, 0.4465),
+                    std=EMBEDDED_STD if data == 'embedded' else (0.2470, 0.2435, 0.2616))
+    train_ds, _, classes = build_datasets(recipe, data_cfg, args.data_dir, data)
+    if args.train_subset:
+        train_ds = torch.utils.data.Subset(train_ds, range(min(args.train_subset, len(train_ds))))
+    weights_half, arch_half = _halves(train_ds, args.batch_size, args.seed)
+
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    model = Supernet(ops, args.layers, args.channels, classes, inter_cell_skip=not args.no_skip).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    w_opt = torch.optim.SGD(model.weight_parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
+    attach_latent_projection(w_opt, model)
+    a_opt = torch.optim.Adam(model.arch_parameters(), lr=args.arch_lr, betas=(0.5, 0.999),
+                             weight_decay=args.arch_weight_decay)
+    sched, _ = create_scheduler_v2(w_opt, sched='cosine', num_epochs=args.epochs, min_lr=args.min_lr)
+    criterion = nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
+    provenance = dict(data=data if data == 'embedded' else str(args.data_dir), seed=args.seed, epochs=args.epochs,
+                      layers=args.layers, channels=args.channels, lam=lam, tau=args.tau, ops=ops,
+                      keep_zeroise=not args.no_zeroise, inter_cell_skip=not args.no_skip, searched_on=data,
+                      source='bnas-search (bnas_zoo)', paper='Kim, Singh, Choi. BNAS v2 (arXiv:2110.08562)')
+
+    start, history = 0, []
+    if args.resume:
+        state_path = run_dir / 'search_state.pt'
+        if not state_path.is_file():
+            raise CheckpointError(f'--resume: no search_state.pt in {run_dir}')
+        state = torch.load(state_path, map_location='cpu', weights_only=True)
+        if state['config'] != dict(ops=ops, layers=args.layers, channels=args.channels, skip=not args.no_skip):
+            raise CheckpointError(f'--resume {run_dir}: that search used other settings ({state["config"]})')
+        model.load_state_dict(load_file(str(run_dir / 'supernet.safetensors')))
+        w_opt.load_state_dict(state['w_opt'])
+        a_opt.load_state_dict(state['a_opt'])
+        sched.load_state_dict(state['sched'])
+        _set_rng_state(state['rng'])
+        start, history = state['epoch'] + 1, state['history']
+
+    learnable = [o for o in ops if o in CONV_OPS]
+    for epoch in range(start, args.epochs):
+        g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+        loader_w = torch.utils.data.DataLoader(weights_half, args.batch_size, shuffle=True, generator=g,
+                                               num_workers=args.workers, drop_last=True)
+        loader_a = torch.utils.data.DataLoader(arch_half, args.batch_size, shuffle=True, generator=g,
+                                               num_workers=args.workers, drop_last=True)
+        model.train()
+        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+        bar = tqdm(zip(loader_w, loader_a), total=min(len(loader_w), len(loader_a)), desc=f'search {epoch + 1}/{args.epochs}',
+                   disable=args.no_progress)
+        for (xw, yw), (xa, ya) in bar:  # one iterator per epoch and half
+            xw, yw, xa, ya = xw.to(device), yw.to(device), xa.to(device), ya.to(device)
+            a_opt.zero_grad(set_to_none=True)  # architecture step (first order)
+            with _autocast(device, args.amp):
+                loss_a = criterion(model(xa), ya)
+            loss_a = loss_a + diversity_regularizer(model.probabilities(), epoch, lam, args.tau)
+            scaler.scale(loss_a).backward()
+            scaler.step(a_opt)
+            w_opt.zero_grad(set_to_none=True)  # weight step
+            with _autocast(device, args.amp):
+                loss_w = criterion(model(xw), yw)
+            scaler.scale(loss_w).backward()
+            scaler.unscale_(w_opt)
+            nn.utils.clip_grad_norm_(model.weight_parameters(), 5.0)
+            scaler.step(w_opt)
+            scaler.update()
+            seen += yw.shape[0]
+            loss_sum += loss_w.item() * yw.shape[0]
+            bar.set_postfix(loss=f'{loss_sum / seen:.3f}', img_s=f'{2 * seen / (time.perf_counter() - t0):.0f}')
+        sched.step(epoch + 1)
+        probs = {k: v.detach().cpu() for k, v in model.probabilities().items()}
+        geno = derive_genotype(probs, ops, model.steps, 1.0, not args.no_zeroise)
+        val = evaluate(model, torch.utils.data.DataLoader(arch_half, args.batch_size), device)
+        row = dict(epoch=epoch + 1, train_loss=loss_sum / max(seen, 1), arch_half_top1=val['top1'],
+                   entropy=mean_entropy(probs).item(), learnable_share=learnable_share(geno, learnable),
+                   regularizer_weight=lam * math.exp(-epoch / args.tau), seconds=time.perf_counter() - t0,
+                   genotype=dict(normal=geno['normal'], reduce=geno['reduce']),
+                   probs={k: v.tolist() for k, v in probs.items()})
+        history.append(row)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(run_dir / 'supernet.safetensors.tmp'))
+        os.replace(run_dir / 'supernet.safetensors.tmp', run_dir / 'supernet.safetensors')
+        torch.save(dict(epoch=epoch, w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(), sched=sched.state_dict(),
+                        rng=_rng_state(), history=history,
+                        config=dict(ops=ops, layers=args.layers, channels=args.channels, skip=not args.no_skip)),
+                   run_dir / 'search_state.pt.tmp')
+        os.replace(run_dir / 'search_state.pt.tmp', run_dir / 'search_state.pt')
+        _atomic_json(run_dir / 'search_log.json', [{k: v for k, v in h.items() if k != 'probs'} for h in history])
+        _plot(history, ops, run_dir / 'alphas.png')
+        print(f"epoch {epoch + 1}: loss {row['train_loss']:.3f}, arch-half top-1 {row['arch_half_top1']:.1f} %, "
+              f"entropy {row['entropy']:.3f}, learnable ops {100 * row['learnable_share']:.0f} %, "
+              f"{row['seconds']:.0f} s; normal {geno['normal']}", flush=True)
+
+    probs = model.probabilities()
+    final = {k: v.detach().cpu() for k, v in probs.items()}
+    provenance['final_alphas'] = {k: v.tolist() for k, v in final.items()}
+    written = []
+    for i, gamma in enumerate(args.gamma):
+        geno = derive_genotype(final, ops, model.steps, gamma, not args.no_zeroise,
+                               name=f'{out.stem}' + ('' if i == 0 else f'.gamma{gamma:g}'), provenance=provenance)
+        path = out if i == 0 else out.with_name(f'{out.stem}.gamma{gamma:g}.json')
+        validate_genotype_dict(geno, str(path), primitives=ops)
+        _atomic_json(path, geno)
+        written.append(str(path))
+    return dict(files=written, history=history)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = search(args)
+    except BnasError as e:
+        print(f'bnas-search: error: {e}', file=sys.stderr)
+        return 2
+    print('wrote ' + ', '.join(result['files']))
+    print(f"build it: timm.create_model('bnas_custom', genotype='{result['files'][0]}', layers=8, channels=16, "
+          f"stem='cifar', num_classes=10)")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
