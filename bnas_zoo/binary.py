@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 __all__ = [
     'sign_ste', 'sign_ste_reference', 'xnor_weight', 'xnor_weight_reference', 'xnor_alpha', 'center_clamp',
-    'scale_grad', 'BinaryConv2d', 'BinaryConvBlock', 'binary_convs', 'binary_param_names', 'project_latent_',
+    'scale_grad', 'BinaryConv2d', 'BinaryConvBlock', 'BinarySepConvBlock', 'binary_convs', 'binary_param_names', 'project_latent_',
     'attach_latent_projection',
 ]
 
@@ -182,6 +182,28 @@ class BinaryConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.conv(self.bn(x)), inplace=True)  # the conv output is fresh: safe in place
+
+
+class BinarySepConvBlock(nn.Module):
+    """A binary separable convolution, for the search-space comparison with separable convolutions:
+    BatchNorm -> sign -> depthwise kxk conv -> BatchNorm -> sign -> pointwise 1x1 XNOR conv -> ReLU.
+
+    The depthwise weights stay in float: the XNOR scheme centres weights over the input channels of a group,
+    which a depthwise filter (one input channel) would turn into zeros.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, affine: bool = True,
+                 binary_weights: bool = True):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(in_chs, affine=affine)
+        self.conv_dw = nn.Conv2d(in_chs, in_chs, kernel_size, stride=stride, padding=kernel_size // 2,
+                                 groups=in_chs, bias=False)
+        self.bn_pw = nn.BatchNorm2d(in_chs, affine=affine)
+        self.conv = BinaryConv2d(in_chs, out_chs, 1, bias=False, binary_weights=binary_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_dw(sign_ste(self.bn(x)))
+        return F.relu(self.conv(self.bn_pw(x)), inplace=True)
 
 
 def binary_convs(model: nn.Module) -> Iterator[BinaryConv2d]:

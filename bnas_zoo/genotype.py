@@ -15,9 +15,10 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 import jsonschema
 
 from .errors import GenotypeError
+from .operations import OPS
 
 __all__ = [
-    'PRIMITIVES', 'Genotype', 'load_genotype', 'list_genotypes', 'genotype_dir', 'GenotypeSource',
+    'PRIMITIVES', 'OPERATIONS', 'Genotype', 'load_genotype', 'list_genotypes', 'genotype_dir', 'GenotypeSource',
 ]
 
 #: The BNAS search space (paper Table 3). ``none`` is the Zeroise layer.
@@ -30,6 +31,10 @@ PRIMITIVES: Tuple[str, ...] = (
     'bin_conv_3x3',
     'bin_conv_5x5',
 )
+
+#: Every operation a genotype may use (all that bnas_zoo.operations builds): the search space plus the
+#: separable convolutions of the search-space comparison.
+OPERATIONS: Tuple[str, ...] = tuple(OPS)
 
 Edge = Tuple[str, int]
 GenotypeSource = Union[str, Path, Mapping[str, Any], 'Genotype']
@@ -132,7 +137,7 @@ def _check_meaning(data: Mapping[str, Any], source: str, primitives: Sequence[st
 def validate_genotype_dict(
         data: Any,
         source: str = '<dict>',
-        primitives: Sequence[str] = PRIMITIVES,
+        primitives: Sequence[str] = OPERATIONS,
 ) -> Genotype:
     """Validate a genotype in its JSON form (schema, then meaning) and return it as a :class:`Genotype`."""
     if not isinstance(data, Mapping):
@@ -153,7 +158,7 @@ def validate_genotype_dict(
     )
 
 
-def load_genotype(src: GenotypeSource, primitives: Sequence[str] = PRIMITIVES) -> Genotype:
+def load_genotype(src: GenotypeSource, primitives: Sequence[str] = OPERATIONS) -> Genotype:
     """Load a genotype from a bundled name (``"bnas_cifar"``), a JSON file path, a dict or a Genotype.
 
     Raises :class:`~bnas_zoo.errors.GenotypeError` naming the file, the field and what was expected.

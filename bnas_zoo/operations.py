@@ -6,9 +6,9 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn as nn
 
-from .binary import BinaryConvBlock
+from .binary import BinaryConvBlock, BinarySepConvBlock
 
-__all__ = ['Zeroise', 'OPS', 'PARAMETER_FREE', 'CONV_OPS', 'build_op', 'edge_stride']
+__all__ = ['Zeroise', 'OPS', 'PARAMETER_FREE', 'CONV_OPS', 'SEP_CONV_OPS', 'build_op', 'edge_stride']
 
 
 class Zeroise(nn.Module):
@@ -37,12 +37,17 @@ OPS: Dict[str, Optional[OpFactory]] = {
     'bin_conv_5x5': lambda c, s, b: BinaryConvBlock(c, c, 5, stride=s, binary_weights=b),
     'bin_dil_conv_3x3': lambda c, s, b: BinaryConvBlock(c, c, 3, stride=s, dilation=2, binary_weights=b),
     'bin_dil_conv_5x5': lambda c, s, b: BinaryConvBlock(c, c, 5, stride=s, dilation=2, binary_weights=b),
+    # not in the BNAS search space: for the comparison with separable convolutions (paper Tables 10, 13, 15)
+    'bin_sep_conv_3x3': lambda c, s, b: BinarySepConvBlock(c, c, 3, stride=s, binary_weights=b),
+    'bin_sep_conv_5x5': lambda c, s, b: BinarySepConvBlock(c, c, 5, stride=s, binary_weights=b),
 }
 
 #: Operations that map an all-zero input to an all-zero output and hold no parameters.
 PARAMETER_FREE = frozenset({'max_pool_3x3', 'avg_pool_3x3'})
 #: Operations holding a (binary) convolution.
 CONV_OPS = frozenset(n for n in OPS if n.startswith('bin_'))
+#: The separable convolutions added for the search-space comparison.
+SEP_CONV_OPS = ('bin_sep_conv_3x3', 'bin_sep_conv_5x5')
 
 
 def edge_stride(reduction: bool, input_node: int) -> int:

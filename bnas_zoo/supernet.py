@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .binary import BinaryConvBlock
+from .binary import BinaryConvBlock, BinarySepConvBlock
 from .network import CifarStem
 from .operations import Zeroise, edge_stride
 
@@ -38,6 +38,8 @@ def search_op(name: str, c: int, stride: int) -> nn.Module:
                 else nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False))
         return nn.Sequential(pool, nn.BatchNorm2d(c, affine=False))
     k = int(name[-1])
+    if name.startswith('bin_sep_conv'):
+        return BinarySepConvBlock(c, c, k, stride=stride, affine=False)
     dilation = 2 if name.startswith('bin_dil_conv') else 1
     return BinaryConvBlock(c, c, k, stride=stride, dilation=dilation, affine=False)
 

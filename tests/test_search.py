@@ -127,3 +127,22 @@ def test_short_search_then_build_then_train(tmp_path, capsys):
                        '--model-arg', 'channels=8', '--data', 'embedded', '--epochs', '1', '--train-subset', '64',
                        '--output', str(tmp_path / 'run'), '--no-progress']) == 0
     assert timm.create_model(f'local-dir:{tmp_path / "run"}', pretrained=True).genotype.normal == load_genotype(out).normal
+
+
+def test_separable_convolution_comparison_space(tmp_path):
+    from bnas_zoo.operations import SEP_CONV_OPS
+    ops = OPS + list(SEP_CONV_OPS)
+    net = Supernet(ops, layers=3, channels=4, num_classes=10)
+    net(torch.randn(2, 3, 16, 16)).sum().backward()
+    assert net.alphas_normal.shape == (14, 9)
+    p = torch.full((14, 9), 0.01)
+    p[:, ops.index('bin_sep_conv_3x3')] = 0.9
+    geno = derive_genotype({'normal': p, 'reduce': p}, ops, 4)
+    model = timm.create_model('bnas_custom', genotype=geno, layers=3, channels=8, num_classes=10)
+    out = model(torch.randn(2, 3, 32, 32))
+    out.sum().backward()
+    assert all(q.grad is not None for q in model.parameters())
+    sep = model.cells[0].ops['0']
+    assert isinstance(sep, bnas_zoo.binary.BinarySepConvBlock) and sep.conv.binary_weights
+    # the release's last-two-convs quirk applies to the last cell's pointwise convs
+    assert not model.cells[-1].ops['7'].conv.binary_weights

@@ -8,7 +8,8 @@ The training images are halved (fixed by --seed): one half trains the supernet w
 other the architecture parameters (Adam), alternating first-order updates. The architecture loss carries the
 diversity regularizer -lambda * H(p) * exp(-epoch / tau). The cell is derived with the Zeroise rule (Eq. 5)
 for each --gamma: OUT for the first, OUT's stem + '.gamma<g>.json' for the others.
-Ablations: --no-dilated, --no-zeroise (DARTS-style derivation), --no-regularizer, --no-skip.
+Ablations: --no-dilated, --no-zeroise (DARTS-style derivation), --no-regularizer, --no-skip; --sep-conv adds
+binary separable convolutions to the space (the paper's comparison).
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-zeroise', action='store_true', help='ablation: DARTS-style derivation, Zeroise never kept')
     p.add_argument('--no-regularizer', action='store_true', help='ablation: lambda = 0')
     p.add_argument('--no-skip', action='store_true', help='ablation: no inter-cell skip connections')
+    p.add_argument('--sep-conv', action='store_true',
+                   help='comparison: add binary separable convolutions (bin_sep_conv_3x3/5x5) to the space')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--train-subset', type=int, help='search on the first N training images only (smoke runs)')
     p.add_argument('--workers', type=int, default=0)
@@ -71,13 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args) -> Dict[str, Any]:
-    from bnas_zoo.operations import OPS
+    from bnas_zoo.operations import OPS, SEP_CONV_OPS
     ops = list(args.ops or DEFAULT_OPS)
     unknown = [o for o in ops if o not in OPS]
     if unknown:
         raise BnasError(f"--ops: unknown operation(s) {', '.join(unknown)}; expected some of {', '.join(OPS)}")
     if args.no_dilated:
         ops = [o for o in ops if not o.startswith('bin_dil_conv')]
+    if args.sep_conv:
+        ops += [o for o in SEP_CONV_OPS if o not in ops]
     if len(set(ops)) != len(ops) or len(ops) < 2:
         raise BnasError(f'--ops: expected at least two distinct operations, got {ops}')
     for g in args.gamma:
