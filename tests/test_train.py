@@ -63,7 +63,7 @@ def test_no_weight_decay_on_binary_latents_bn_and_bias():
     assert id(model.cells[0].ops['1'].conv.weight) in {id(p) for p in decay['params']}
 
 
-def _tiny_setup(tmp_path, epochs=3, resume=None, n_train=256, stop_after=None):
+def _tiny_setup(tmp_path, epochs=3, resume=None, n_train=256, stop_after=None, ema_decay=None):
     recipe = load_recipe('embedded', {'epochs': epochs, 'batch_size': 32, 'lr': 0.003})
     cfg = dict(input_size=(3, 32, 32), mean=EMBEDDED_MEAN, std=EMBEDDED_STD)
     train_ds, eval_ds, classes = build_datasets(recipe, cfg, None, 'embedded')
@@ -73,6 +73,7 @@ def _tiny_setup(tmp_path, epochs=3, resume=None, n_train=256, stop_after=None):
     model = timm.create_model('bnas_custom', genotype='bnas_cifar', layers=3, channels=12, stem='cifar', num_classes=classes)
     return TrainSetup(model=model, train_ds=train_ds, eval_ds=eval_ds, recipe=recipe, output=tmp_path,
                       model_name='bnas_custom', seed=0, resume=resume, progress=False, stop_after=stop_after,
+                      ema_decay=ema_decay,
                       export_args=model.architecture_args())
 
 
@@ -91,22 +92,24 @@ def test_short_training_run_learns(tmp_path):
 
 def test_resume_is_exact(tmp_path):
     straight, interrupted = tmp_path / 'straight', tmp_path / 'interrupted'
-    run_training(_tiny_setup(straight, epochs=3, n_train=128))
-    run_training(_tiny_setup(interrupted, epochs=3, n_train=128, stop_after=2))
+    run_training(_tiny_setup(straight, epochs=3, n_train=128, ema_decay=0.9))
+    run_training(_tiny_setup(interrupted, epochs=3, n_train=128, stop_after=2, ema_decay=0.9))
     assert len(json.loads((interrupted / 'summary.json').read_text())) == 2
     # continue the interrupted run to the same number of epochs, from its checkpoint alone
-    setup = _tiny_setup(interrupted, epochs=3, n_train=128, resume=interrupted)
+    setup = _tiny_setup(interrupted, epochs=3, n_train=128, resume=interrupted, ema_decay=0.9)
     with torch.no_grad():  # the model object is fresh: make sure nothing comes from it but the checkpoint
         for p in setup.model.parameters():
             p.add_(1.0)
     run_training(setup)
-    a = load_file(straight / 'checkpoint.safetensors')
-    b = load_file(interrupted / 'checkpoint.safetensors')
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    for name in ('checkpoint.safetensors', 'checkpoint_ema.safetensors'):  # the weights and their EMA
+        a = load_file(straight / name)
+        b = load_file(interrupted / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
     ha = json.loads((straight / 'summary.json').read_text())
     hb = json.loads((interrupted / 'summary.json').read_text())
     assert [h['eval_top1'] for h in ha] == [h['eval_top1'] for h in hb]
+    assert [h['eval_ema_top1'] for h in ha] == [h['eval_ema_top1'] for h in hb]
 
 
 def test_cli_train_validate_publish(tmp_path, capsys):

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from timm.loss import LabelSmoothingCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from timm.utils import AverageMeter, NativeScaler, accuracy, dispatch_clip_grad
+from timm.utils import AverageMeter, ModelEmaV3, NativeScaler, accuracy, dispatch_clip_grad
 from tqdm import tqdm
 
 from bnas_zoo.binary import attach_latent_projection, binary_param_names
@@ -30,6 +30,7 @@ __all__ = ['TrainSetup', 'param_groups', 'run_training', 'evaluate', 'save_check
 
 CHECKPOINT_WEIGHTS = 'checkpoint.safetensors'
 CHECKPOINT_STATE = 'checkpoint_state.pt'
+CHECKPOINT_EMA = 'checkpoint_ema.safetensors'
 
 
 @dataclass
@@ -49,6 +50,7 @@ class TrainSetup:
     head_epochs: int = 0               # train only the classifier for the first N epochs
     resume: Optional[Path] = None
     stop_after: Optional[int] = None   # stop after N epochs of this invocation (continue with resume)
+    ema_decay: Optional[float] = None  # keep an exponential moving average of the weights (timm ModelEmaV3)
     progress: bool = True
     export_args: Dict[str, Any] = field(default_factory=dict)
     recipe_text: str = ''
@@ -102,16 +104,20 @@ def _atomic(path: Path, write) -> None:
 
 
 def save_checkpoint(output: Path, model: nn.Module, optimizer, scheduler, epoch: int, best: Dict[str, Any],
-                    history: List[Dict[str, Any]], model_name: str) -> None:
+                    history: List[Dict[str, Any]], model_name: str, ema: Optional[nn.Module] = None) -> None:
     """Weights (safetensors) and training state, each written atomically; the state file last."""
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     _atomic(output / CHECKPOINT_WEIGHTS, lambda p: save_file(state, str(p), metadata={'model': model_name}))
+    if ema is not None:
+        ema_state = {k: v.contiguous() for k, v in ema.state_dict().items()}
+        _atomic(output / CHECKPOINT_EMA, lambda p: save_file(ema_state, str(p), metadata={'model': model_name}))
     payload = dict(epoch=epoch, model=model_name, optimizer=optimizer.state_dict(),
                    scheduler=scheduler.state_dict(), rng=_rng_state(), best=best, history=history)
     _atomic(output / CHECKPOINT_STATE, lambda p: torch.save(payload, p))
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, model_name: str) -> Dict[str, Any]:
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, model_name: str,
+                    ema: Optional[nn.Module] = None) -> Dict[str, Any]:
     """Restore weights, optimizer, scheduler and RNG state; returns the state (epoch, best, history)."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
@@ -129,6 +135,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, model_na
     if missing or unexpected:
         raise CheckpointError(f'--resume {folder}: weights do not fit {model_name} '
                               f'(missing {missing[:5]}, unexpected {unexpected[:5]})')
+    if ema is not None:
+        if not (folder / CHECKPOINT_EMA).is_file():
+            raise CheckpointError(f'--resume {folder}: the run kept no EMA weights; resume without --model-ema')
+        ema.load_state_dict(load_file(str(folder / CHECKPOINT_EMA)))
     optimizer.load_state_dict(state['optimizer'])
     scheduler.load_state_dict(state['scheduler'])
     _set_rng_state(state['rng'])
@@ -243,9 +253,10 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
     criterion = LabelSmoothingCrossEntropy(r['label_smoothing']) if r['label_smoothing'] > 0 else nn.CrossEntropyLoss()
     scaler = NativeScaler(device=device.type) if s.amp == 'fp16' else None
 
+    ema = ModelEmaV3(model, decay=s.ema_decay) if s.ema_decay else None
     start_epoch, best, history = 0, dict(epoch=-1, top1=-1.0), []
     if s.resume:
-        state = load_checkpoint(s.resume, model, optimizer, scheduler, s.model_name)
+        state = load_checkpoint(s.resume, model, optimizer, scheduler, s.model_name, ema.module if ema else None)
         start_epoch, best, history = state['epoch'] + 1, state['best'], state['history']
 
     train_model = model
@@ -288,6 +299,8 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
                 if r['grad_clip']:
                     dispatch_clip_grad(model.parameters(), r['grad_clip'])
                 optimizer.step()
+            if ema is not None:
+                ema.update(model)
             n = y.shape[0]
             seen += n * _world()
             loss_m.update(loss.item(), n)
@@ -299,13 +312,17 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
         row = dict(epoch=epoch + 1, lr=optimizer.param_groups[0]['lr'], train_loss=loss_m.avg, train_top1=top1_m.avg,
                    eval_loss=metrics['loss'], eval_top1=metrics['top1'], eval_top5=metrics['top5'],
                    images_per_s=seen / (time.perf_counter() - t0), head_only=head_only)
+        if ema is not None:
+            row['eval_ema_top1'] = evaluate(ema.module, eval_loader, device, amp=s.amp,
+                                            channels_last=s.channels_last)['top1']
         history.append(row)
         if _rank() == 0:
             improved = metrics['top1'] > best['top1']
             if improved:
                 best = dict(epoch=epoch + 1, top1=metrics['top1'], top5=metrics['top5'])
                 _save_best(model, s)
-            save_checkpoint(s.output, model, optimizer, scheduler, epoch, best, history, s.model_name)
+            save_checkpoint(s.output, model, optimizer, scheduler, epoch, best, history, s.model_name,
+                            ema.module if ema else None)
             _write_summaries(s.output, history)
             _plot(history, s.output / 'curves.png', f'{s.model_name} ({r.get("description", "")})')
             print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.2f} | "

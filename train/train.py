@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--stop-after', type=int, help='stop after N epochs of this invocation (time-boxed jobs); '
                                                   'continue later with --resume')
     p.add_argument('--head-epochs', type=int, default=0, help='train only the classifier for the first N epochs')
+    p.add_argument('--model-ema', type=float, metavar='DECAY',
+                   help='also keep an exponential moving average of the weights (timm ModelEmaV3), e.g. 0.9998; '
+                        'evaluated each epoch and checkpointed (checkpoint_ema.safetensors)')
     p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available)')
     p.add_argument('--amp', choices=['bf16', 'fp16'], help='automatic mixed precision')
     p.add_argument('--channels-last', action='store_true', help='channels_last memory format')
@@ -151,7 +154,7 @@ def _main(args: argparse.Namespace) -> int:
     setup = TrainSetup(
         model=model, train_ds=train_ds, eval_ds=eval_ds, recipe=recipe, output=output, model_name=arch,
         device=device, seed=args.seed, workers=args.workers, amp=args.amp, channels_last=args.channels_last,
-        compile=args.compile, head_epochs=args.head_epochs, stop_after=args.stop_after,
+        compile=args.compile, head_epochs=args.head_epochs, stop_after=args.stop_after, ema_decay=args.model_ema,
         resume=(Path(args.resume) if args.resume else output) if args.resume is not None else None,
         progress=not args.no_progress, export_args=model.architecture_args(),
         recipe_text=f'bnas-train, recipe {recipe_name}: ' + ', '.join(f'{k} {v}' for k, v in recipe.items()
