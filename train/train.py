@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_output(output: Path, resume: Optional[str], overwrite: bool) -> None:
     try:
         output.mkdir(parents=True, exist_ok=True)
-        probe = output / '.write_test'
+        probe = output / f'.write_test.{os.getpid()}'  # one per process: torchrun starts several
         probe.write_text('ok')
         probe.unlink()
     except OSError as e:
@@ -159,7 +159,9 @@ def _main(args: argparse.Namespace) -> int:
         progress=not args.no_progress, export_args=model.architecture_args(),
         recipe_text=f'bnas-train, recipe {recipe_name}: ' + ', '.join(f'{k} {v}' for k, v in recipe.items()
                                                                       if k != 'description'))
-    (output / 'recipe.yaml').write_text(yaml.safe_dump(dict(recipe, model=args.model, recipe=recipe_name), sort_keys=False))
+    if int(os.environ.get('RANK', '0')) == 0:
+        (output / 'recipe.yaml').write_text(yaml.safe_dump(dict(recipe, model=args.model, recipe=recipe_name),
+                                                           sort_keys=False))
     best = run_training(setup)
     if not distributed or torch.distributed.get_rank() == 0:
         print(f"best: epoch {best['epoch']}, top-1 {best['top1']:.2f} %, top-5 {best.get('top5', 0):.2f} % "
