@@ -12,7 +12,7 @@ from torchvision import transforms as T
 
 from bnas_zoo.errors import BnasError
 
-__all__ = ['EmbeddedDigits', 'build_datasets', 'EMBEDDED_MEAN', 'EMBEDDED_STD']
+__all__ = ['EmbeddedDigits', 'build_datasets', 'data_source', 'embedded_data_config', 'EMBEDDED_MEAN', 'EMBEDDED_STD']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
@@ -52,6 +52,19 @@ class EmbeddedDigits(torch.utils.data.Dataset):
 # statistics of the embedded training split (gray images replicated to 3 channels)
 EMBEDDED_MEAN = (0.3048,) * 3
 EMBEDDED_STD = (0.3235,) * 3
+
+
+def data_source(data: Optional[str], data_dir: Optional[str]) -> str:
+    """'embedded' or 'folder', from --data / --data-dir; an error when neither is given."""
+    source = data or ('folder' if data_dir else None)
+    if source is None:
+        raise DataError('no data: give --data embedded or --data-dir DIR')
+    return source
+
+
+def embedded_data_config(data_cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """A model's data config adapted to the embedded digits (32x32, their mean and std)."""
+    return dict(data_cfg, mean=EMBEDDED_MEAN, std=EMBEDDED_STD, input_size=(3, 32, 32))
 
 
 def _transforms(recipe: Dict[str, Any], data_cfg: Dict[str, Any], training: bool):

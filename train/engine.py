@@ -26,7 +26,8 @@ from tqdm import tqdm
 from bnas_zoo.binary import attach_latent_projection, binary_param_names
 from bnas_zoo.errors import BnasError, CheckpointError
 
-__all__ = ['TrainSetup', 'param_groups', 'run_training', 'evaluate', 'save_checkpoint', 'load_checkpoint']
+__all__ = ['TrainSetup', 'param_groups', 'run_training', 'evaluate', 'save_checkpoint', 'load_checkpoint',
+           'autocast', 'rng_state', 'set_rng_state']
 
 CHECKPOINT_WEIGHTS = 'checkpoint.safetensors'
 CHECKPOINT_STATE = 'checkpoint_state.pt'
@@ -83,13 +84,13 @@ def param_groups(model: nn.Module, weight_decay: float, binary_weight_decay: boo
     return [dict(params=no_decay, weight_decay=0.0), dict(params=decay, weight_decay=weight_decay)]
 
 
-def _rng_state() -> Dict[str, Any]:
+def rng_state() -> Dict[str, Any]:
     np_state = np.random.get_state()
     return dict(torch=torch.get_rng_state(), python=random.getstate(),
                 numpy=[np_state[0], np_state[1].tolist(), *np_state[2:]])
 
 
-def _set_rng_state(state: Dict[str, Any]) -> None:
+def set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state['torch'])
     py = state['python']
     random.setstate((py[0], tuple(py[1]), py[2]))
@@ -112,7 +113,7 @@ def save_checkpoint(output: Path, model: nn.Module, optimizer, scheduler, epoch:
         ema_state = {k: v.contiguous() for k, v in ema.state_dict().items()}
         _atomic(output / CHECKPOINT_EMA, lambda p: save_file(ema_state, str(p), metadata={'model': model_name}))
     payload = dict(epoch=epoch, model=model_name, optimizer=optimizer.state_dict(),
-                   scheduler=scheduler.state_dict(), rng=_rng_state(), best=best, history=history)
+                   scheduler=scheduler.state_dict(), rng=rng_state(), best=best, history=history)
     _atomic(output / CHECKPOINT_STATE, lambda p: torch.save(payload, p))
 
 
@@ -141,7 +142,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, model_na
         ema.load_state_dict(load_file(str(folder / CHECKPOINT_EMA)))
     optimizer.load_state_dict(state['optimizer'])
     scheduler.load_state_dict(state['scheduler'])
-    _set_rng_state(state['rng'])
+    set_rng_state(state['rng'])
     return state
 
 
@@ -152,12 +153,12 @@ def evaluate(model: nn.Module, loader, device: torch.device, criterion: Optional
     model.eval()
     criterion = criterion or nn.CrossEntropyLoss()
     totals = torch.zeros(4, dtype=torch.float64)  # loss sum, top1 hits, top5 hits, count
-    autocast = _autocast(device, amp)
+    amp_ctx = autocast(device, amp)
     for x, y in tqdm(loader, desc='eval', disable=not progress, leave=False):
         x, y = x.to(device), y.to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
+        with amp_ctx:
             out = model(x)
         out = out.float()
         k = min(5, out.shape[1])
@@ -171,7 +172,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, criterion: Optional
     return dict(loss=loss / max(n, 1), top1=100 * h1 / max(n, 1), top5=100 * h5 / max(n, 1))
 
 
-def _autocast(device: torch.device, amp: Optional[str]):
+def autocast(device: torch.device, amp: Optional[str]):
     if not amp:
         return nullcontext()
     dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
@@ -286,7 +287,7 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
             x, y = x.to(device), y.to(device)
             if s.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, s.amp):
+            with autocast(device, s.amp):
                 out = train_model(x)
                 loss = criterion(out, y)
             if not math.isfinite(loss.item()):

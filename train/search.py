@@ -150,21 +150,22 @@ def search(args) -> Dict[str, Any]:
     from bnas_zoo.operations import CONV_OPS
     from bnas_zoo.supernet import Supernet
 
-    from .data import EMBEDDED_MEAN, EMBEDDED_STD, build_datasets
-    from .engine import _autocast, _rng_state, _set_rng_state, evaluate
+    from bnas_zoo.registry import CIFAR10_MEAN, CIFAR10_STD
+
+    from .data import build_datasets, data_source, embedded_data_config
+    from .engine import autocast, evaluate, rng_state, set_rng_state
     from .recipes import load_recipe
 
     checked = _check(args)
     ops, lam = checked['ops'], checked['lam']
-    data = args.data or ('folder' if args.data_dir else None)
-    if data is None:
-        raise BnasError('no data: give --data embedded or --data-dir DIR')
+    data = data_source(args.data, args.data_dir)
     out = Path(args.out)
     run_dir = Path(args.run_dir) if args.run_dir else out.with_name(out.stem + '_search')
     run_dir.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe('embedded' if data == 'embedded' else 'cifar10')
-    data_cfg = dict(input_size=(3, 32, 32), mean=EMBEDDED_MEAN if data == 'embedded' else (0.4914, 0.4822, 0.4465),
-                    std=EMBEDDED_STD if data == 'embedded' else (0.2470, 0.2435, 0.2616))
+    data_cfg = dict(input_size=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD)
+    if data == 'embedded':
+        data_cfg = embedded_data_config(data_cfg)
     train_ds, _, classes = build_datasets(recipe, data_cfg, args.data_dir, data)
     if args.train_subset:
         train_ds = torch.utils.data.Subset(train_ds, range(min(args.train_subset, len(train_ds))))
@@ -199,7 +200,7 @@ def search(args) -> Dict[str, Any]:
         w_opt.load_state_dict(state['w_opt'])
         a_opt.load_state_dict(state['a_opt'])
         sched.load_state_dict(state['sched'])
-        _set_rng_state(state['rng'])
+        set_rng_state(state['rng'])
         start, history = state['epoch'] + 1, state['history']
 
     learnable = [o for o in ops if o in CONV_OPS]
@@ -216,13 +217,13 @@ def search(args) -> Dict[str, Any]:
         for (xw, yw), (xa, ya) in bar:  # one iterator per epoch and half
             xw, yw, xa, ya = xw.to(device), yw.to(device), xa.to(device), ya.to(device)
             a_opt.zero_grad(set_to_none=True)  # architecture step (first order)
-            with _autocast(device, args.amp):
+            with autocast(device, args.amp):
                 loss_a = criterion(model(xa), ya)
             loss_a = loss_a + diversity_regularizer(model.probabilities(), epoch, lam, args.tau)
             scaler.scale(loss_a).backward()
             scaler.step(a_opt)
             w_opt.zero_grad(set_to_none=True)  # weight step
-            with _autocast(device, args.amp):
+            with autocast(device, args.amp):
                 loss_w = criterion(model(xw), yw)
             scaler.scale(loss_w).backward()
             scaler.unscale_(w_opt)
@@ -245,7 +246,7 @@ def search(args) -> Dict[str, Any]:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(run_dir / 'supernet.safetensors.tmp'))
         os.replace(run_dir / 'supernet.safetensors.tmp', run_dir / 'supernet.safetensors')
         torch.save(dict(epoch=epoch, w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(), sched=sched.state_dict(),
-                        rng=_rng_state(), history=history,
+                        rng=rng_state(), history=history,
                         config=dict(ops=ops, layers=args.layers, channels=args.channels, skip=not args.no_skip)),
                    run_dir / 'search_state.pt.tmp')
         os.replace(run_dir / 'search_state.pt.tmp', run_dir / 'search_state.pt')

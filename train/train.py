@@ -106,12 +106,10 @@ def _main(args: argparse.Namespace) -> int:
     import bnas_zoo
     from bnas_zoo.registry import VARIANTS
 
-    from .data import EMBEDDED_MEAN, EMBEDDED_STD, build_datasets
+    from .data import build_datasets, data_source, embedded_data_config
     from .engine import TrainSetup, run_training
 
-    data = args.data or ('folder' if args.data_dir else None)
-    if data is None:
-        raise BnasError('no data: give --data embedded or --data-dir DIR')
+    data = data_source(args.data, args.data_dir)
     base = args.model.split(':')[-1].split('/')[-1].split('.')[0]
     if args.model.split(':')[0] not in ('local-dir', 'hf-hub') and args.model not in (*VARIANTS, 'bnas_custom'):
         raise BnasError(f"unknown model {args.model!r}; expected one of {', '.join(VARIANTS)}, bnas_custom "
@@ -138,7 +136,7 @@ def _main(args: argparse.Namespace) -> int:
     probe = timm.create_model(args.model, pretrained=False, **kwargs)
     data_cfg = timm.data.resolve_data_config({}, model=probe)
     if data == 'embedded':
-        data_cfg.update(mean=EMBEDDED_MEAN, std=EMBEDDED_STD, input_size=(3, 32, 32))
+        data_cfg = embedded_data_config(data_cfg)
     train_ds, eval_ds, classes = build_datasets(recipe, data_cfg, args.data_dir, data, args.train_split, args.val_split)
     if args.train_subset:
         train_ds = torch.utils.data.Subset(train_ds, range(min(args.train_subset, len(train_ds))))

@@ -50,13 +50,11 @@ def _main(args) -> int:
     from safetensors.torch import load_file
 
     import bnas_zoo  # noqa: F401
-    from .data import EMBEDDED_MEAN, EMBEDDED_STD, build_datasets
+    from .data import build_datasets, data_source, embedded_data_config
     from .engine import evaluate
     from .recipes import load_recipe
 
-    data = args.data or ('folder' if args.data_dir else None)
-    if data is None:
-        raise BnasError('no data: give --data embedded or --data-dir DIR')
+    data = data_source(args.data, args.data_dir)
     pretrained = args.pretrained or args.model.startswith(('local-dir:', 'hf-hub:'))
     try:
         model = timm.create_model(args.model, pretrained=pretrained)
@@ -75,7 +73,7 @@ def _main(args) -> int:
     data_cfg = timm.data.resolve_data_config({}, model=model)
     recipe = load_recipe('embedded' if data == 'embedded' else 'imagenet-minreg')
     if data == 'embedded':
-        data_cfg.update(mean=EMBEDDED_MEAN, std=EMBEDDED_STD, input_size=(3, 32, 32))
+        data_cfg = embedded_data_config(data_cfg)
         _, ds, classes = build_datasets(recipe, data_cfg, None, 'embedded')
     else:
         _, ds, classes = build_datasets(recipe, data_cfg, args.data_dir, 'folder', val_split=args.split)
