@@ -9,7 +9,7 @@ It shares no code with bnas_zoo's compiler or binary layers.
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Tuple
 
 import torch
 import torch.nn as nn

@@ -106,7 +106,7 @@ class Cell(nn.Module):
         computed: Dict[int, torch.Tensor] = {}
         for node in range(2, 2 + plan.steps):
             if node in plan.materialized_zeros:
-                states[node] = self.zeroise(states[0] if 0 in states else states[1])
+                states[node] = self.zeroise(self._input_reference(states))
             elif node in plan.live_nodes:
                 h: Optional[torch.Tensor] = None
                 for k in plan.node_edges(node):
@@ -122,7 +122,7 @@ class Cell(nn.Module):
         if not self._body:  # every concatenated node is zero
             if skip is not None:
                 return skip
-            body = self.zeroise(states[0] if 0 in states else states[1])
+            body = self.zeroise(self._input_reference(states))
         else:
             parts = [states[n] if n not in plan.zero_nodes else torch.zeros_like(self._zero_reference(states))
                      for n in self._body]
@@ -133,3 +133,8 @@ class Cell(nn.Module):
 
     def _zero_reference(self, states: Dict[int, torch.Tensor]) -> torch.Tensor:
         return states[self.plan.live_nodes[0]]
+
+    @staticmethod
+    def _input_reference(states: Dict[int, torch.Tensor]) -> torch.Tensor:
+        """A preprocessed cell input: the shape a zero node takes (after the Zeroise stride)."""
+        return states[0] if 0 in states else states[1]

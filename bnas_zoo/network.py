@@ -10,7 +10,6 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import _assert, create_classifier
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
@@ -106,7 +105,6 @@ class BNASNet(nn.Module):
         self.fully_binary = fully_binary
         self.inter_cell_skip = inter_cell_skip
         self.grad_checkpointing = False
-        multiplier = len(self.genotype.normal_concat)
         self.reduction_cells = (layers // 3, 2 * layers // 3)
 
         if stem == 'cifar':

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 
 from .binary import BinaryConv2d, center_clamp, xnor_alpha
 from .errors import CheckpointError
+from .files import atomic_write
 
 __all__ = ['FORMAT', 'pack_state_dict', 'unpack_state_dict', 'save_1bit', 'load_1bit', 'theoretical_1bit_bytes']
 
@@ -68,8 +69,8 @@ def pack_state_dict(model: torch.nn.Module) -> Tuple[Dict[str, torch.Tensor], Di
 
 def unpack_state_dict(tensors: Dict[str, torch.Tensor], shapes: Dict[str, list]) -> Dict[str, torch.Tensor]:
     """The binarized weights (sign * alpha, exact) and the other tensors of a 1-bit state dict."""
-    out = {k: v for k, v in tensors.items() if not any(k == s + suffix for s in shapes
-                                                       for suffix in ('.bits', '.alpha', '.zeros'))}
+    packed = {key + suffix for key in shapes for suffix in ('.bits', '.alpha', '.zeros')}
+    out = {k: v for k, v in tensors.items() if k not in packed}
     for key, shape in shapes.items():
         n = int(np.prod(shape))
         bits = np.unpackbits(tensors[f'{key}.bits'].numpy(), count=n)
@@ -99,11 +100,7 @@ def save_1bit(model: torch.nn.Module, path: Union[str, Path], config: Optional[D
     # one metadata entry: safetensors writes several in no fixed order, and the file must be reproducible
     info = {'format': FORMAT, 'binary_shapes': shapes, 'config': config}
     metadata = {METADATA_KEY: json.dumps(info, sort_keys=True)}
-    path = Path(path)
-    tmp = path.with_name(path.name + '.tmp')
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_1bit(path: Union[str, Path], **create_kwargs) -> torch.nn.Module:

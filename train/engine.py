@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from bnas_zoo.binary import attach_latent_projection, binary_param_names
 from bnas_zoo.errors import BnasError, CheckpointError
+from bnas_zoo.files import atomic_write
 
 __all__ = ['TrainSetup', 'param_groups', 'run_training', 'evaluate', 'save_checkpoint', 'load_checkpoint',
            'autocast', 'rng_state', 'set_rng_state']
@@ -98,23 +99,17 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + '.tmp')
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(output: Path, model: nn.Module, optimizer, scheduler, epoch: int, best: Dict[str, Any],
                     history: List[Dict[str, Any]], model_name: str, ema: Optional[nn.Module] = None) -> None:
     """Weights (safetensors) and training state, each written atomically; the state file last."""
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    _atomic(output / CHECKPOINT_WEIGHTS, lambda p: save_file(state, str(p), metadata={'model': model_name}))
+    atomic_write(output / CHECKPOINT_WEIGHTS, lambda p: save_file(state, str(p), metadata={'model': model_name}))
     if ema is not None:
         ema_state = {k: v.contiguous() for k, v in ema.state_dict().items()}
-        _atomic(output / CHECKPOINT_EMA, lambda p: save_file(ema_state, str(p), metadata={'model': model_name}))
+        atomic_write(output / CHECKPOINT_EMA, lambda p: save_file(ema_state, str(p), metadata={'model': model_name}))
     payload = dict(epoch=epoch, model=model_name, optimizer=optimizer.state_dict(),
                    scheduler=scheduler.state_dict(), rng=rng_state(), best=best, history=history)
-    _atomic(output / CHECKPOINT_STATE, lambda p: torch.save(payload, p))
+    atomic_write(output / CHECKPOINT_STATE, lambda p: torch.save(payload, p))
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, model_name: str,
@@ -207,16 +202,16 @@ def _plot(history: List[Dict[str, Any]], path: Path, title: str) -> None:
         ax.legend()
     fig.suptitle(f'{title}\ntrain far above validation: overfitting; both low and close: underfitting', fontsize=10)
     fig.tight_layout()
-    _atomic(path, lambda p: fig.savefig(p, format='png', dpi=100))
+    atomic_write(path, lambda p: fig.savefig(p, format='png', dpi=100))
     plt.close(fig)
 
 
 def _write_summaries(output: Path, history: List[Dict[str, Any]]) -> None:
-    _atomic(output / 'summary.json', lambda p: p.write_text(json.dumps(history, indent=2)))
+    atomic_write(output / 'summary.json', lambda p: p.write_text(json.dumps(history, indent=2)))
     keys = list(history[0].keys())
     lines = [','.join(keys)] + [','.join(f'{h[k]:.6g}' if isinstance(h[k], float) else str(h[k]) for k in keys)
                                 for h in history]
-    _atomic(output / 'summary.csv', lambda p: p.write_text('\n'.join(lines) + '\n'))
+    atomic_write(output / 'summary.csv', lambda p: p.write_text('\n'.join(lines) + '\n'))
 
 
 def _save_best(model: nn.Module, s: TrainSetup) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from bnas_zoo.errors import BnasError, CheckpointError
+from bnas_zoo.files import atomic_write
 
 __all__ = ['main', 'search']
 
@@ -128,20 +128,15 @@ def _plot(history: List[Dict[str, Any]], ops: List[str], path: Path) -> None:
     axes[2].grid(alpha=0.3)
     axes[2].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.name + '.tmp')
-    fig.savefig(tmp, format='png', dpi=90)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=90))
     plt.close(fig)
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(data, indent=2) + '\n')
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + '\n'))
 
 
 def search(args) -> Dict[str, Any]:
-    import timm  # noqa: F401
     from timm.scheduler import create_scheduler_v2
 
     from bnas_zoo.binary import attach_latent_projection
@@ -243,13 +238,12 @@ def search(args) -> Dict[str, Any]:
                    genotype=dict(normal=geno['normal'], reduce=geno['reduce']),
                    probs={k: v.tolist() for k, v in probs.items()})
         history.append(row)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(run_dir / 'supernet.safetensors.tmp'))
-        os.replace(run_dir / 'supernet.safetensors.tmp', run_dir / 'supernet.safetensors')
-        torch.save(dict(epoch=epoch, w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(), sched=sched.state_dict(),
-                        rng=rng_state(), history=history,
-                        config=dict(ops=ops, layers=args.layers, channels=args.channels, skip=not args.no_skip)),
-                   run_dir / 'search_state.pt.tmp')
-        os.replace(run_dir / 'search_state.pt.tmp', run_dir / 'search_state.pt')
+        weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+        atomic_write(run_dir / 'supernet.safetensors', lambda tmp: save_file(weights, str(tmp)))
+        state = dict(epoch=epoch, w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(), sched=sched.state_dict(),
+                     rng=rng_state(), history=history,
+                     config=dict(ops=ops, layers=args.layers, channels=args.channels, skip=not args.no_skip))
+        atomic_write(run_dir / 'search_state.pt', lambda tmp: torch.save(state, tmp))
         _atomic_json(run_dir / 'search_log.json', [{k: v for k, v in h.items() if k != 'probs'} for h in history])
         _plot(history, ops, run_dir / 'alphas.png')
         print(f"epoch {epoch + 1}: loss {row['train_loss']:.3f}, arch-half top-1 {row['arch_half_top1']:.1f} %, "

@@ -103,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     import timm
 
-    import bnas_zoo
+    import bnas_zoo  # noqa: F401  (registers the architectures with timm)
     from bnas_zoo.registry import VARIANTS
 
     from .data import build_datasets, data_source, embedded_data_config
