@@ -4,6 +4,7 @@
 
     import timm, bnas_zoo
     model = timm.create_model('bnas_d', pretrained=True)
+    fast = bnas_zoo.deploy(model)   # inference on packed bits (XNOR-popcount kernels)
 """
 from .binary import (
     BinaryConv2d, BinaryConvBlock, attach_latent_projection, binary_convs, binary_param_names, project_latent_,
@@ -14,5 +15,6 @@ from .genotype import PRIMITIVES, Genotype, list_genotypes, load_genotype
 from .network import BNASNet
 from .packing import load_1bit, save_1bit
 from .registry import HUB_ORG, VARIANTS, hub_repo_id
+from .deploy import deploy  # noqa: E402  (fast packed-bit inference)
 
 __version__ = '0.1.0'

@@ -1,4 +1,4 @@
-"""The ``bnas-zoo`` command line: list, profile, convert-official, demo."""
+"""The ``bnas-zoo`` command line: list, profile, convert-official, publish, bench, demo."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,7 @@ EPILOG = """examples:
   bnas-zoo profile bnas_custom --genotype cell.json --layers 8 --channels 16 --stem cifar
   bnas-zoo convert-official model_best.pth.tar --model bnas_d --out weights/bnas_d
   bnas-zoo publish weights/bnas_d --repo-id my-org/bnas_d.in1k --dry-run --out publish/bnas_d
+  bnas-zoo bench bnas_d bnas_a --batch 1 8 --threads 1 2   # deployed (packed-bit) inference speed
   bnas-zoo demo                                # the main job on the embedded default
 """
 
@@ -129,6 +130,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import kernels
+    from .bench import bench_layers, bench_model, format_layer_benches, format_model_benches
+    backend = kernels.backend()
+    print(f'kernels: {backend}' + (f' ({kernels.cpu_isa()}; this CPU supports {", ".join(kernels.cpu_isa_levels())})'
+                                   if backend == 'compiled' else f' ({kernels.build_error()})'), flush=True)
+    create_args = argparse.Namespace(**vars(args))
+    create_args.layers = args.cells  # bnas_custom's cell count (--layers is the per-layer table here)
+    rows = []
+    for name in args.models:
+        model = _create(name, create_args).eval()
+        size = (model.in_chans, args.input_size, args.input_size) if args.input_size else None
+        for batch in args.batch:
+            for threads in args.threads:
+                rows.append(bench_model(model, name, batch=batch, threads=threads, repeats=args.repeats,
+                                        input_size=size))
+                print(f'measured {name} batch {batch}, {threads} thread(s)', flush=True)
+        if args.layers:
+            print(f'\n{name}: per binary layer, batch {args.batch[0]}, {args.threads[0]} thread(s)')
+            print(format_layer_benches(bench_layers(model, batch=args.batch[0], threads=args.threads[0],
+                                                    repeats=args.repeats, input_size=size)), flush=True)
+    print()
+    print(format_model_benches(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='bnas-zoo', description='bnas_zoo: searched binary (XNOR) networks as timm models.',
@@ -186,6 +213,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--private', action='store_true', help='create the repository private')
     p.add_argument('--commit-message', help='default: "Upload MODEL weights from DIR (bnas_zoo)"')
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser(
+        'bench', help='time deployed (packed-bit) inference against the float-simulated network and resnet18',
+        description='For each model, batch size and thread count: the float-simulated eager time, the deployed '
+                    '(bnas_zoo.deploy, packed-bit kernels) time, their ratio, timm resnet18 in float at the same '
+                    'input size, the largest logit difference between the two forms, and the deployed resident '
+                    'weight memory. Medians of interleaved runs. --layers adds a per-layer table: each binary '
+                    "conv's effective GOPS and torch's best float conv of the same shape.")
+    p.add_argument('models', nargs='+', metavar='MODEL',
+                   help='bnas_mini, bnas_a..bnas_h, bnas_custom, local-dir:PATH or hf-hub:ORG/NAME')
+    p.add_argument('--batch', type=int, nargs='+', default=[1], help='batch sizes (default: 1)')
+    p.add_argument('--threads', type=int, nargs='+', default=[2], help='torch intra-op threads (default: 2)')
+    p.add_argument('--repeats', type=int, default=10, help='timed runs per measurement (default: 10)')
+    p.add_argument('--layers', action='store_true', help='also print the per-layer table (first batch and thread count)')
+    p.add_argument('--input-size', type=int, help="square input resolution (default: the model's)")
+    p.add_argument('--genotype', help='bnas_custom: genotype JSON path or bundled name')
+    p.add_argument('--cells', type=int, help='bnas_custom: number of cells')
+    p.add_argument('--channels', type=int, help='bnas_custom: first-cell width C0')
+    p.add_argument('--stem', default='cifar', choices=['cifar', 'imagenet'], help='bnas_custom: stem type')
+    p.add_argument('--num-classes', type=int, help='bnas_custom: classes')
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser('demo', help='the main job on the embedded default: profile every registered model, '
                                     'then publish -> reload bnas_mini (dry run, no network)')

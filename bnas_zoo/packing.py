@@ -103,8 +103,12 @@ def save_1bit(model: torch.nn.Module, path: Union[str, Path], config: Optional[D
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def load_1bit(path: Union[str, Path], **create_kwargs) -> torch.nn.Module:
-    """Rebuild a model from its 1-bit file alone; binary convs hold their exact binarized weights (deployed)."""
+def load_1bit(path: Union[str, Path], deploy: bool = False, **create_kwargs) -> torch.nn.Module:
+    """Rebuild a model from its 1-bit file alone; binary convs hold their exact binarized weights.
+
+    ``deploy=True`` returns the fast inference-only network of :func:`bnas_zoo.deploy` instead, built straight
+    from the packed bits (the binary weights are never expanded to float).
+    """
     import timm
 
     from . import registry  # noqa: F401  (registers the architectures)
@@ -127,6 +131,12 @@ def load_1bit(path: Union[str, Path], **create_kwargs) -> torch.nn.Module:
     kwargs = dict(config.get('model_args') or {})
     kwargs.setdefault('num_classes', config.get('num_classes'))
     kwargs.update(create_kwargs)
+    if deploy:
+        from .deploy import deploy_1bit
+        with torch.device('meta'):  # the structure only: no weight is allocated
+            skeleton = timm.create_model(config['architecture'], pretrained=False, **kwargs)
+        _check_fits(path, skeleton, tensors, shapes, config['architecture'])
+        return deploy_1bit(skeleton, tensors, shapes)
     model = timm.create_model(config['architecture'], pretrained=False, **kwargs)
     state = unpack_state_dict(tensors, shapes)
     for name, m in _binary_modules(model).items():
@@ -136,3 +146,27 @@ def load_1bit(path: Union[str, Path], **create_kwargs) -> torch.nn.Module:
     except RuntimeError as e:
         raise CheckpointError(f'{path}: does not fit {config["architecture"]}: {str(e).splitlines()[0]}') from None
     return model
+
+
+def _check_fits(path: Path, model: torch.nn.Module, tensors: Dict[str, torch.Tensor], shapes: Dict[str, list],
+                architecture: str) -> None:
+    """The 1-bit tensors are exactly those of ``model`` (names and shapes), else a CheckpointError."""
+    binary = {f'{n}.weight' for n in _binary_modules(model)}
+    expected = {k: tuple(t.shape) for k, t in model.state_dict().items()}
+    if set(shapes) != binary:
+        extra, missing = sorted(set(shapes) - binary), sorted(binary - set(shapes))
+        raise CheckpointError(f'{path}: binary_shapes does not fit {architecture}: '
+                              f'unexpected {extra[:3]}, missing {missing[:3]}')
+    for key in binary:
+        if tuple(shapes[key]) != expected[key]:
+            raise CheckpointError(f'{path}: binary_shapes[{key!r}] is {list(shapes[key])}; '
+                                  f'{architecture} expects {list(expected[key])}')
+    packed = {key + suffix for key in binary for suffix in ('.bits', '.alpha', '.zeros')}
+    plain = {k for k in tensors if k not in packed}
+    if plain != set(expected) - binary:
+        extra, missing = sorted(plain - set(expected)), sorted(set(expected) - binary - plain)
+        raise CheckpointError(f'{path}: tensors do not fit {architecture}: unexpected {extra[:3]}, missing {missing[:3]}')
+    for key in plain:
+        if tuple(tensors[key].shape) != expected[key]:
+            raise CheckpointError(f'{path}: tensor {key!r} has shape {list(tensors[key].shape)}; '
+                                  f'{architecture} expects {list(expected[key])}')

@@ -108,6 +108,13 @@ def test_hub_cache_loading_paths(mini_folder, tmp_path):
     assert m(torch.randn(2, 1, 32, 32)).shape == (2, 10)
     # the 1-bit file through the cache
     assert torch.equal(load_1bit_from_hub('test-org/bnas_mini.cifar10', cache_dir=cache).eval()(x), expected)
+    # ... deployed straight from the packed bits: the same as deploying the hf-hub: or local-dir: model
+    fast = load_1bit_from_hub('test-org/bnas_mini.cifar10', cache_dir=cache, deploy=True)
+    with torch.no_grad():
+        deployed = bnas_zoo.deploy(timm.create_model('hf-hub:test-org/bnas_mini.cifar10', pretrained=True,
+                                                     cache_dir=cache))(x)
+        assert torch.equal(fast(x), deployed)
+        assert torch.equal(bnas_zoo.deploy(timm.create_model(f'local-dir:{src}', pretrained=True))(x), deployed)
     # a revision that is not there
     with pytest.raises(Exception):
         timm.create_model('hf-hub:test-org/bnas_mini.cifar10@nope', pretrained=True, cache_dir=cache)

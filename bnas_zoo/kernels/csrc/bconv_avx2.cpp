@@ -1,0 +1,57 @@
+// AVX2 kernels: 4 x 64-bit lanes, popcount by nibble lookup (vpshufb) and vpsadbw.
+#pragma GCC target("avx2,popcnt")
+#include <immintrin.h>
+
+#include "bconv.h"
+
+namespace bnas_kernels {
+namespace avx2 {
+
+struct Simd {
+  typedef __m256i V;
+  enum { LANES = 4, PIX = 2 };
+  static inline V zero() { return _mm256_setzero_si256(); }
+  static inline V load(const uint64_t* p) { return _mm256_loadu_si256((const __m256i*)p); }
+  static inline V bcast(uint64_t x) { return _mm256_set1_epi64x((long long)x); }
+  static inline void store(int64_t* p, V v) { _mm256_storeu_si256((__m256i*)p, v); }
+  static inline V xor_and(V s, V w, V m) { return _mm256_and_si256(_mm256_xor_si256(s, w), m); }
+  static inline V and_(V a, V b) { return _mm256_and_si256(a, b); }
+  static inline int popcount64(uint64_t x) { return (int)_mm_popcnt_u64(x); }
+  static inline V popcnt_add(V acc, V v) {
+    const V lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                   0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const V low = _mm256_set1_epi8(0x0f);
+    const V lo = _mm256_and_si256(v, low);
+    const V hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    const V c = _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
+    return _mm256_add_epi64(acc, _mm256_sad_epu8(c, _mm256_setzero_si256()));
+  }
+  static inline void pack_word(const float* x, const float* sc, const float* sh, int n, uint64_t* s, uint64_t* m) {
+    uint64_t sb = 0, mb = 0;
+    int i = 0;
+    const __m256 zero = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+      const __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(sc + i)),
+                                     _mm256_loadu_ps(sh + i));
+      sb |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(y, zero, _CMP_LT_OQ)) << i;
+      mb |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(y, zero, _CMP_NEQ_OQ)) << i;
+    }
+    for (; i < n; ++i) {
+      const float y = x[i] * sc[i] + sh[i];
+      sb |= (uint64_t)(y < 0.0f) << i;
+      mb |= (uint64_t)(y != 0.0f && y == y) << i;
+    }
+    *s = sb;
+    *m = mb;
+  }
+};
+
+#include "bconv_impl.h"
+
+const Kernels table = {"avx2", pack_rows, conv_rows};
+
+}  // namespace avx2
+
+const Kernels* kernels_avx2() { return &avx2::table; }
+
+}  // namespace bnas_kernels

@@ -1,0 +1,318 @@
+"""Fast 1-bit inference: the packed-bit kernels against F.conv2d at every dispatch level, deployed networks
+against the float-simulated ones, the 1-bit file path, export, the reference fallback, the bench command."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+import bnas_zoo
+from bnas_zoo import kernels
+from bnas_zoo.deploy import DeployedBNASNet, PackedBinaryConv, deploy, resident_weight_bytes
+from bnas_zoo.kernels.reference import binary_conv2d_reference, pack_weight_words, pad_channels, unpack_weight_words
+
+from conftest import ALL_MODELS, CIFAR_MODELS, small_input_size
+
+LEVELS = kernels.cpu_isa_levels()
+
+
+def test_compiled_kernels_are_built_and_used():
+    """CI fails here if the compiled path silently fell back to the reference."""
+    if os.environ.get('BNAS_ZOO_ALLOW_REFERENCE') == '1':
+        pytest.skip('BNAS_ZOO_ALLOW_REFERENCE=1: the reference fallback is accepted on this machine')
+    assert kernels.backend() == 'compiled', kernels.build_error()
+    assert LEVELS[-1] == 'generic' and kernels.cpu_isa() == LEVELS[0]
+    flags = open('/proc/cpuinfo').read() if os.path.exists('/proc/cpuinfo') else ''
+    if ' avx512_vpopcntdq' in flags:
+        assert LEVELS[0] == 'avx512vpopcntdq'
+    if ' avx2' in flags:
+        assert 'avx2' in LEVELS
+
+
+def _ternary(shape, zeros: bool, gen) -> torch.Tensor:
+    if zeros:
+        return torch.randint(-1, 2, shape, generator=gen).to(torch.int8)
+    return (torch.randint(0, 2, shape, generator=gen) * 2 - 1).to(torch.int8)
+
+
+# (in, out, kernel, stride, dilation, batch, zero weights, residual)
+KERNEL_CASES = [
+    (64, 64, 3, 1, 1, 1, False, False),
+    (37, 20, 3, 2, 1, 2, True, True),
+    (130, 33, 5, 1, 2, 1, False, True),
+    (70, 17, 5, 2, 1, 3, False, False),
+    (200, 48, 1, 1, 1, 1, True, False),
+    (5, 16, 3, 1, 2, 2, False, True),
+    (96, 40, 1, 2, 1, 1, False, False),
+    (128, 128, 3, 2, 2, 1, True, True),
+]
+
+
+@pytest.mark.parametrize('level', LEVELS)
+@pytest.mark.parametrize('case', KERNEL_CASES, ids=lambda c: 'x'.join(map(str, c[:6])) + ('-zw' if c[6] else '') + ('-res' if c[7] else ''))
+def test_kernel_equals_conv2d_on_ternary_tensors(level, case):
+    cin, cout, k, stride, dil, n, zero_w, res = case
+    gen = torch.Generator().manual_seed(hash(case) % 2**31)
+    pad = dil * (k - 1) // 2
+    x = torch.randn(n, cin, 13, 11, generator=gen)
+    x[:, : cin // 4] = 0.0                      # exact zeros: sign(BN(0)) = sign(shift)
+    scale = torch.randn(cin, generator=gen)
+    shift = torch.randn(cin, generator=gen)
+    shift[: max(1, cin // 8)] = 0.0             # ... which is 0 for these channels
+    w = _ternary((cout, cin, k, k), zero_w, gen)
+    alpha = torch.rand(cout, generator=gen) + 0.1
+    int_bias = torch.randint(-7, 8, (cout,), generator=gen, dtype=torch.int32)
+    a = torch.sign(x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1))
+    assert (a == 0).any() and (a != 0).any()
+    expected = F.conv2d(a, w.float(), None, stride, pad, dil) + int_bias.view(1, -1, 1, 1).float()
+    expected = torch.relu(alpha.view(1, -1, 1, 1) * expected)
+    residual = torch.randn(expected.shape, generator=gen) if res else None
+    if res:
+        expected = expected + residual
+
+    wbits, wmask = pack_weight_words(w)
+    assert (wmask.numel() > 0) == bool((w == 0).any())
+    assert torch.equal(unpack_weight_words(wbits, wmask, cout, cin, k), w.float())
+    padded = -(-cout // 16) * 16
+    args = (x, scale, shift, wbits, wmask, pad_channels(alpha, padded), pad_channels(int_bias, padded), cout, k,
+            stride, pad, dil, True, residual)
+    assert torch.equal(binary_conv2d_reference(*args), expected)
+    if level != 'reference':
+        with kernels.use_isa(level):
+            out = torch.ops.bnas_zoo.binary_conv2d(*args)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(out, expected), (out - expected).abs().max()
+
+
+def test_kernel_threads_and_layout_do_not_change_results():
+    gen = torch.Generator().manual_seed(1)
+    conv = PackedBinaryConv(_ternary((48, 80, 3, 3), False, gen), torch.rand(48, generator=gen), torch.randn(80, generator=gen),
+                            torch.randn(80, generator=gen), stride=1, padding=1, dilation=1)
+    x = torch.randn(2, 80, 14, 14, generator=gen)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = conv(x)
+        torch.set_num_threads(2)
+        two = conv(x.contiguous(memory_format=torch.channels_last))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+def _nontrivial_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random BatchNorm statistics and affine parameters (a fresh model's are the identity map)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.rand(c, generator=gen) - 0.5)
+                m.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+                    m.bias.copy_(torch.rand(c, generator=gen) * 0.6 - 0.3)
+    return model.eval()
+
+
+def _assert_close_logits(out: torch.Tensor, ref: torch.Tensor) -> None:
+    diff = (out - ref).abs().max().item()
+    assert diff <= 1e-4 * ref.abs().max().item(), diff
+    assert torch.equal(out.argmax(1), ref.argmax(1))
+
+
+@pytest.mark.parametrize('name', ALL_MODELS)
+def test_deployed_equals_float_simulated(name):
+    torch.manual_seed(0)
+    model = _nontrivial_bn(timm.create_model(name))
+    fast = deploy(model)
+    assert isinstance(fast, DeployedBNASNet) and not any(p.requires_grad for p in fast.parameters())
+    x = torch.randn(2, *small_input_size(name))
+    with torch.no_grad():
+        ref = model(x)
+        out = fast(x)
+    _assert_close_logits(out, ref)
+    # the packed form is the resident one: no binary weight is kept as float
+    n_binary = sum(1 for _ in bnas_zoo.binary_convs(model))
+    assert sum(1 for m in fast.modules() if isinstance(m, PackedBinaryConv)) == n_binary
+    if name in CIFAR_MODELS:  # the identically-zero half of the stage-1 cell outputs is never stored
+        assert fast.cells[0].out_range == (0, model.cells[0].out_chs // 2)
+
+
+EVERY_OP = {
+    'name': 'every_op',
+    'normal': [['bin_conv_3x3', 0], ['bin_conv_5x5', 1], ['bin_dil_conv_3x3', 2], ['max_pool_3x3', 1],
+               ['bin_dil_conv_5x5', 3], ['avg_pool_3x3', 0], ['none', 4], ['bin_conv_3x3', 2]],
+    'normal_concat': [2, 3, 4, 5],
+    'reduce': [['bin_conv_5x5', 0], ['avg_pool_3x3', 1], ['max_pool_3x3', 0], ['bin_dil_conv_3x3', 2],
+               ['none', 3], ['bin_dil_conv_5x5', 1], ['max_pool_3x3', 0], ['bin_conv_3x3', 4]],
+    'reduce_concat': [2, 3, 4, 5],
+}
+ZERO_MIDDLE = {  # node 3 is identically zero but read by a conv (a materialized zero), node 2 zero in the output
+    'name': 'zero_middle',
+    'normal': [['none', 0], ['none', 1], ['bin_conv_3x3', 2], ['max_pool_3x3', 0], ['none', 2], ['none', 3],
+               ['bin_conv_3x3', 1], ['bin_dil_conv_3x3', 3]],
+    'normal_concat': [2, 3, 4, 5],
+    'reduce': [['max_pool_3x3', 0], ['none', 1], ['max_pool_3x3', 0], ['none', 2], ['none', 3], ['none', 2],
+               ['none', 3], ['none', 4]],
+    'reduce_concat': [2, 3, 4, 5],
+}
+
+
+@pytest.mark.parametrize('genotype,stem,kwargs', [
+    (EVERY_OP, 'cifar', {}),
+    (EVERY_OP, 'imagenet', {}),
+    (EVERY_OP, 'cifar', {'fully_binary': True}),
+    (ZERO_MIDDLE, 'cifar', {}),
+    ('bnas_imagenet', 'imagenet', {'fully_binary': True}),
+    ('bnas_cifar', 'cifar', {'inter_cell_skip': False}),
+])
+def test_deployed_custom_genotypes(genotype, stem, kwargs):
+    torch.manual_seed(1)
+    model = _nontrivial_bn(timm.create_model('bnas_custom', genotype=genotype, layers=5, channels=10, stem=stem,
+                                             num_classes=7, **kwargs), seed=3)
+    x = torch.randn(2, 3, *((32, 32) if stem == 'cifar' else (64, 64)))
+    with torch.no_grad():
+        _assert_close_logits(deploy(model)(x), model(x))
+
+
+def test_deployed_separable_convs():
+    genotype = json.loads(json.dumps(EVERY_OP))
+    genotype['normal'][0][0], genotype['reduce'][0][0] = 'bin_sep_conv_3x3', 'bin_sep_conv_5x5'
+    torch.manual_seed(2)
+    model = _nontrivial_bn(timm.create_model('bnas_custom', genotype=genotype, layers=4, channels=8, stem='cifar',
+                                             num_classes=5))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        _assert_close_logits(deploy(model)(x), model(x))
+
+
+def _with_zero_signs(model: torch.nn.Module) -> torch.nn.Module:
+    """Latent weights whose projection is exactly zero at a few positions (the 1-bit file's zeros list)."""
+    with torch.no_grad():
+        for i, m in enumerate(bnas_zoo.binary_convs(model)):
+            if i % 3 == 0:
+                w = m.weight
+                w.copy_(w - w.mean(dim=1, keepdim=True))
+                w[:, :, 0, 0] = 0.0  # every input channel 0 at this tap: centred and clamped stays 0
+    return model
+
+
+def test_1bit_file_deploys_without_float_weights(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = _with_zero_signs(_nontrivial_bn(timm.create_model('bnas_mini')))
+    path = tmp_path / 'model-1bit.safetensors'
+    bnas_zoo.save_1bit(model, path, config=dict(architecture='bnas_mini', num_classes=10, model_args={}))
+
+    def no_float_expansion(*args, **kwargs):
+        raise AssertionError('the binary weights were expanded to float')
+    with monkeypatch.context() as mp:
+        mp.setattr(bnas_zoo.packing, 'unpack_state_dict', no_float_expansion)
+        fast = bnas_zoo.load_1bit(path, deploy=True)
+    assert isinstance(fast, DeployedBNASNet)
+    assert any(m.wmask.numel() for m in fast.modules() if isinstance(m, PackedBinaryConv))  # zero signs kept
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        assert torch.equal(fast(x), deploy(model)(x))
+        assert torch.equal(fast(x), deploy(bnas_zoo.load_1bit(path))(x))
+    _assert_close_logits(fast(x), ref)
+    packed = [m for m in fast.modules() if isinstance(m, PackedBinaryConv)]
+    assert len(packed) == sum(1 for _ in bnas_zoo.binary_convs(model))
+    for m in packed:  # bits as int64 words; float only per channel
+        assert all(t.dim() == 1 for t in m.buffers() if t.is_floating_point())
+        assert m.wbits.dtype == torch.int64
+
+
+def test_deployed_bnas_d_weight_memory_fits_the_1bit_file(tmp_path):
+    model = timm.create_model('bnas_d').eval()
+    path = tmp_path / 'model-1bit.safetensors'
+    bnas_zoo.save_1bit(model, path, config=dict(architecture='bnas_d', num_classes=1000, model_args={}))
+    fast = bnas_zoo.load_1bit(path, deploy=True)
+    ratio = resident_weight_bytes(fast) / path.stat().st_size
+    assert ratio <= 1.1, ratio
+
+
+def test_deployed_network_exports_and_runs_exported():
+    torch.manual_seed(0)
+    model = _nontrivial_bn(timm.create_model('bnas_custom', genotype='bnas_cifar', layers=3, channels=8,
+                                             num_classes=4))
+    fast = deploy(model)
+    x = torch.randn(1, 3, 32, 32)
+    exported = torch.export.export(fast, (x,))
+    ops = {str(n.target) for n in exported.graph.nodes if n.op == 'call_function'}
+    assert 'bnas_zoo.binary_conv2d.default' in ops
+    with torch.no_grad():
+        assert torch.equal(exported.module()(x), fast(x))
+
+
+def test_reference_fallback_warns_once_and_gives_the_same_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = _nontrivial_bn(timm.create_model('bnas_mini'))
+    x = torch.randn(2, 3, 32, 32)
+    torch.save({'x': x, 'state': model.state_dict()}, tmp_path / 'in.pt')
+    with torch.no_grad():
+        expected = deploy(model)(x)
+    script = f"""
+import warnings, torch, timm, bnas_zoo
+d = torch.load({str(tmp_path / 'in.pt')!r}, weights_only=True)
+m = timm.create_model('bnas_mini'); m.load_state_dict(d['state']); m.eval()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    fast = bnas_zoo.deploy(m)
+    bnas_zoo.deploy(m)
+    with torch.no_grad():
+        out = fast(d['x'])
+msgs = [str(w.message) for w in caught if 'compiled binary kernels unavailable' in str(w.message)]
+assert len(msgs) == 1, msgs
+assert bnas_zoo.kernels.backend() == 'reference'
+torch.save(out, {str(tmp_path / 'out.pt')!r})
+"""
+    env = dict(os.environ, BNAS_ZOO_DISABLE_KERNELS='1', HF_HUB_OFFLINE='1')
+    env.pop('BNAS_ZOO_REQUIRE_KERNELS', None)
+    subprocess.run([sys.executable, '-c', script], check=True, env=env, timeout=300)
+    assert torch.equal(torch.load(tmp_path / 'out.pt', weights_only=True), expected)
+
+
+@pytest.mark.slow
+def test_trained_digits_run_keeps_its_accuracy_when_deployed(tmp_path):
+    from bnas_zoo.train.data import EMBEDDED_MEAN, EMBEDDED_STD, build_datasets
+    from bnas_zoo.train.engine import TrainSetup, run_training
+    from bnas_zoo.train.recipes import load_recipe
+    recipe = load_recipe('embedded', {'epochs': 2, 'batch_size': 32, 'lr': 0.003})
+    cfg = dict(input_size=(3, 32, 32), mean=EMBEDDED_MEAN, std=EMBEDDED_STD)
+    train_ds, eval_ds, classes = build_datasets(recipe, cfg, None, 'embedded')
+    torch.manual_seed(0)
+    model = timm.create_model('bnas_custom', genotype='bnas_cifar', layers=3, channels=12, stem='cifar',
+                              num_classes=classes)
+    run_training(TrainSetup(model=model, train_ds=torch.utils.data.Subset(train_ds, range(640)), eval_ds=eval_ds,
+                            recipe=recipe, output=tmp_path, model_name='bnas_custom', seed=0, progress=False,
+                            export_args=model.architecture_args()))
+    trained = timm.create_model(f'local-dir:{tmp_path}', pretrained=True).eval()
+    fast = deploy(trained)
+    loader = torch.utils.data.DataLoader(eval_ds, batch_size=128)
+    correct_float = correct_fast = 0
+    with torch.no_grad():
+        for images, labels in loader:
+            ref, out = trained(images), fast(images)
+            assert torch.equal(ref.argmax(1), out.argmax(1))
+            correct_float += (ref.argmax(1) == labels).sum().item()
+            correct_fast += (out.argmax(1) == labels).sum().item()
+    assert correct_fast == correct_float and correct_float > 0.3 * len(eval_ds)
+
+
+def test_deploy_refuses_other_models():
+    with pytest.raises(bnas_zoo.BnasError, match='expected a bnas model'):
+        deploy(timm.create_model('resnet18'))
+
+
+def test_bench_command(capsys):
+    from bnas_zoo.cli import main
+    assert main(['bench', 'bnas_mini', '--batch', '1', '--threads', '1', '--repeats', '2', '--layers']) == 0
+    out = capsys.readouterr().out
+    assert 'bnas_mini' in out and 'resnet18' in out and 'max |diff|' in out
+    assert 'GOPS' in out  # the per-layer table
