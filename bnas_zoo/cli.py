@@ -73,13 +73,22 @@ def cmd_publish(args: argparse.Namespace) -> int:
     eval_results = None
     if args.eval_results:
         try:
-            eval_results = json.loads(open(args.eval_results).read())
-        except (OSError, json.JSONDecodeError) as e:
-            raise BnasError(f'--eval-results {args.eval_results}: {e}') from None
-    recipe = open(args.recipe_file).read() if args.recipe_file else args.recipe
+            with open(args.eval_results) as f:
+                eval_results = json.load(f)
+        except OSError as e:
+            raise BnasError(f'--eval-results {args.eval_results}: cannot read it ({e.strerror})') from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BnasError(f'--eval-results {args.eval_results}: not valid JSON ({e})') from None
+    recipe = args.recipe
+    if args.recipe_file:
+        try:
+            with open(args.recipe_file) as f:
+                recipe = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise BnasError(f'--recipe-file {args.recipe_file}: cannot read it ({e})') from None
     result = publish(args.model_dir, args.repo_id, revision=args.revision, dry_run=args.dry_run, out=args.out,
                      eval_results=eval_results, recipe=recipe, private=args.private,
-                     commit_message=args.commit_message, license=args.license)
+                     commit_message=args.commit_message, license=args.license, dataset=args.dataset)
     if result.status == 'dry-run':
         print(f'dry run: wrote {", ".join(result.files)} to {result.folder} (nothing uploaded)')
         print(f'check it with: timm.create_model("local-dir:{result.folder}", pretrained=True)')
@@ -198,16 +207,28 @@ def build_parser() -> argparse.ArgumentParser:
         description='Publish MODEL_DIR (model.safetensors + config.json, as written by convert-official, training '
                     'or timm save_for_hf) to the Hub: model.safetensors (latent float weights), '
                     'model-1bit.safetensors (packed sign bits + per-channel scales), config.json (timm format, '
-                    'with the genotype) and README.md (model card). The repository is created if needed; '
-                    'publishing identical files again uploads nothing. The token comes from huggingface_hub '
-                    '(HF_TOKEN or `huggingface-cli login`) and is never printed.')
+                    'with the genotype) and README.md (model card). The card states only what is known: a '
+                    'bnas-train run folder brings its dataset, class count, recipe, command and the measured '
+                    'accuracy of its best epoch (summary.json); otherwise the dataset and results are what '
+                    '--dataset and --eval-results state, and are left out when not given. The repository is '
+                    'created if needed; publishing identical files again uploads nothing. The token comes from '
+                    'huggingface_hub (HF_TOKEN or `huggingface-cli login`) and is never printed.')
     p.add_argument('model_dir', help='folder with model.safetensors and config.json')
     p.add_argument('--repo-id', required=True, help='ORG/NAME on the Hub')
     p.add_argument('--revision', help='branch to publish to (created if needed; default: main)')
     p.add_argument('--dry-run', action='store_true', help='write the folder to --out, upload nothing')
     p.add_argument('--out', help='with --dry-run: where to write the folder (also a copy of what is uploaded)')
-    p.add_argument('--eval-results', help='JSON file: {"dataset", "split", "top1", "top5", "command"}')
-    p.add_argument('--recipe', help='one paragraph on how the weights were trained (for the card)')
+    p.add_argument('--dataset', metavar='NAME',
+                   help='the dataset the weights were trained on, e.g. a Hub dataset id such as cifar10 or '
+                        'imagenet-1k (default: the one a bnas-train run recorded; none otherwise)')
+    p.add_argument('--eval-results', metavar='JSON',
+                   help='evaluation results for the card, replacing those of a run folder: a JSON object or list '
+                        'of objects with "top1", "top5" (percent), "dataset" (default: --dataset), "split", '
+                        '"images", "command" (how they were measured) and "source": "measured" (needs "command") '
+                        'or "reported" (a figure of the paper or the authors, with an optional "reference"; '
+                        'the default without "command")')
+    p.add_argument('--recipe', help="one paragraph on how the weights were trained (for the card; shown before a "
+                                    "run's recipe table)")
     p.add_argument('--recipe-file', help='the same, from a file')
     p.add_argument('--license', default='apache-2.0', help='license of the weights (default: apache-2.0)')
     p.add_argument('--private', action='store_true', help='create the repository private')

@@ -161,5 +161,7 @@ def convert_official(checkpoint: Union[str, Path], model_name: str, out_dir: Uni
     state_dict, _ = convert_release_state_dict(release, model, str(checkpoint), model_name)
     model.load_state_dict(state_dict, strict=True)
     out_dir = Path(out_dir)
-    save_for_hf(model, str(out_dir), safe_serialization=True)
+    # the provenance, for the model card: these weights were trained by others, not by bnas_zoo
+    save_for_hf(model, str(out_dir), model_config=dict(bnas_converted_from=Path(checkpoint).name),
+                safe_serialization=True)
     return out_dir

@@ -8,6 +8,10 @@ A model folder (``convert-official``'s output, a training run, timm's ``save_for
 - ``config.json``: timm's format, whose ``model_args`` carry the architecture and the genotype itself;
 - ``README.md``: the model card.
 
+The card states only facts of the folder: the dataset and the evaluation that a ``bnas-train`` run recorded
+(``config.json``'s ``bnas_run`` and the run's ``summary.json``), what the publisher states (``dataset``,
+``eval_results``, ``recipe``), and nothing where nothing is known.
+
 Tokens come from huggingface_hub's usual sources (``HF_TOKEN``, ``huggingface-cli login``) or the ``token``
 argument, and are never printed. Publishing the same files twice uploads nothing the second time.
 """
@@ -19,7 +23,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
@@ -32,10 +36,11 @@ from bnas_zoo.profile import profile_model
 from .card import build_model_card
 
 __all__ = ['PublishResult', 'build_publish_folder', 'publish', 'load_model_folder', 'load_1bit_from_hub',
-           'PUBLISHED_FILES']
+           'run_evaluation', 'PUBLISHED_FILES']
 
 PUBLISHED_FILES = ('model.safetensors', 'model-1bit.safetensors', 'config.json', 'README.md')
-EVAL_KEYS = {'dataset', 'split', 'top1', 'top5', 'command'}
+EVAL_KEYS = {'dataset', 'split', 'top1', 'top5', 'images', 'command', 'source', 'reference'}
+EVAL_SOURCES = ('measured', 'reported')
 
 
 @dataclass
@@ -72,45 +77,135 @@ def load_model_folder(model_dir: Union[str, Path]):
     return model.eval(), config
 
 
-def _dataset_of(model) -> str:
-    return 'cifar10' if model.stem_type == 'cifar' else 'imagenet-1k'
-
-
-def _check_eval_results(eval_results: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+def _check_eval_results(eval_results: Union[None, Dict[str, Any], Sequence[Dict[str, Any]]],
+                        dataset: Optional[str]) -> Optional[List[Dict[str, Any]]]:
+    """The publisher's results (one dict or a list of them), checked; each gets its dataset and its source
+    ('measured' needs the command that measured it; figures of the paper or the authors are 'reported')."""
     if eval_results is None:
         return None
-    unknown = set(eval_results) - EVAL_KEYS
-    if unknown:
-        raise BnasError(f"eval results: unknown field(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(EVAL_KEYS))}")
-    for key in ('top1', 'top5'):
-        if key in eval_results and not isinstance(eval_results[key], (int, float)):
-            raise BnasError(f"eval results: field '{key}' is {eval_results[key]!r}; expected a number (percent)")
-    return eval_results
+    items = [eval_results] if isinstance(eval_results, dict) else eval_results
+    if not isinstance(items, (list, tuple)) or not items:
+        raise BnasError(f'eval results: expected an object or a non-empty list of objects; got {eval_results!r}')
+    checked = []
+    for i, r in enumerate(items):
+        where = 'eval results' if isinstance(eval_results, dict) else f'eval results [{i}]'
+        if not isinstance(r, dict):
+            raise BnasError(f'{where}: expected an object with fields {", ".join(sorted(EVAL_KEYS))}; got {r!r}')
+        unknown = set(r) - EVAL_KEYS
+        if unknown:
+            raise BnasError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(EVAL_KEYS))}")
+        for key in ('top1', 'top5'):
+            value = r.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value <= 100):
+                raise BnasError(f"{where}: field '{key}' is {value!r}; expected a number from 0 to 100 (percent)")
+        if r.get('top1') is None and r.get('top5') is None:
+            raise BnasError(f"{where}: no 'top1' or 'top5'")
+        images = r.get('images')
+        if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images <= 0):
+            raise BnasError(f"{where}: field 'images' is {images!r}; expected the number of evaluated images")
+        for key in ('dataset', 'split', 'command', 'reference'):
+            if r.get(key) is not None and not (isinstance(r[key], str) and r[key].strip()):
+                raise BnasError(f"{where}: field '{key}' is {r[key]!r}; expected a non-empty string")
+        source = r.get('source') or ('measured' if r.get('command') else 'reported')
+        if source not in EVAL_SOURCES:
+            raise BnasError(f"{where}: field 'source' is {source!r}; expected 'measured' (by the command given) "
+                            f"or 'reported' (a figure of the paper or the authors)")
+        if source == 'measured' and not r.get('command'):
+            raise BnasError(f"{where}: a measured result needs the 'command' that measured it; figures stated by "
+                            f"the paper or the authors are \"source\": \"reported\"")
+        ds = r.get('dataset') or dataset
+        if not ds:
+            raise BnasError(f"{where}: no dataset: give its 'dataset' field, or --dataset NAME")
+        checked.append(dict(r, dataset=ds, source=source))
+    return checked
+
+
+def _run_record(model_dir: Path, config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    run = config.get('bnas_run')
+    if run is not None and not isinstance(run, dict):
+        raise CheckpointError(f"{model_dir / 'config.json'}: field 'bnas_run' is {run!r}; expected the record of a "
+                              f"bnas-train run (an object)")
+    return run
+
+
+def run_evaluation(model_dir: Union[str, Path], run: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The evaluation of a run folder's weights: the row of ``summary.json`` for the epoch recorded with them
+    (``run['epoch']``), with the run's dataset, evaluation split and size, and command. ``None`` when the folder
+    holds no ``summary.json`` or the run recorded no epoch."""
+    path = Path(model_dir) / 'summary.json'
+    epoch = run.get('epoch')
+    if not path.is_file() or epoch is None:
+        return None
+    expected = 'the list of epochs that bnas-train writes (epoch, eval_top1, eval_top5, ...)'
+    try:
+        history = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f'{path}: not valid JSON ({e.msg}, line {e.lineno}); expected {expected}') from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f'{path}: unreadable ({e}); expected {expected}') from None
+    if not isinstance(history, list) or not all(
+            isinstance(h, dict) and isinstance(h.get('epoch'), int)
+            and isinstance(h.get('eval_top1'), (int, float)) and isinstance(h.get('eval_top5'), (int, float))
+            for h in history):
+        raise CheckpointError(f'{path}: not a training summary; expected {expected}')
+    rows = [h for h in history if h['epoch'] == epoch]
+    if not rows:
+        raise CheckpointError(f"{path}: no epoch {epoch}, the epoch of the weights in {Path(model_dir) / 'config.json'}; "
+                              f"the summary and the weights belong to different runs")
+    row = rows[-1]
+    return dict(dataset=run.get('dataset'), dataset_name=run.get('dataset_name'), split=run.get('eval_split'),
+                images=run.get('eval_images'), top1=row['eval_top1'], top5=row['eval_top5'],
+                command=run.get('command'), source='measured', epoch=epoch, epochs=len(history))
 
 
 def build_publish_folder(
         model_dir: Union[str, Path],
         out_dir: Union[str, Path],
         repo_id: str,
-        eval_results: Optional[Dict[str, Any]] = None,
+        eval_results: Union[None, Dict[str, Any], Sequence[Dict[str, Any]]] = None,
         recipe: Optional[str] = None,
         license: str = 'apache-2.0',
+        dataset: Optional[str] = None,
 ) -> Path:
-    """Write exactly the folder that :func:`publish` uploads (the files of :data:`PUBLISHED_FILES`)."""
+    """Write exactly the folder that :func:`publish` uploads (the files of :data:`PUBLISHED_FILES`).
+
+    The card's dataset is ``dataset`` if given, else the one a bnas-train run recorded, else none. Its
+    evaluation is ``eval_results`` if given, else the run's own (best epoch, from ``summary.json``), else none.
+    """
     from timm.models import save_for_hf
 
-    eval_results = _check_eval_results(eval_results)
+    if dataset is not None and not (isinstance(dataset, str) and dataset.strip()):
+        raise BnasError(f'--dataset {dataset!r}: expected a dataset name, e.g. a Hub dataset id such as cifar10')
+    model_dir = Path(model_dir)
     model, source_config = load_model_folder(model_dir)
+    run = _run_record(model_dir, source_config)
+    card_dataset = dataset or (run or {}).get('dataset')
+    dataset_name = (run or {}).get('dataset_name') if card_dataset == (run or {}).get('dataset') else None
+    if run and dataset and dataset != run.get('dataset'):  # the publisher's name for the run's data
+        run = dict(run, dataset=dataset, dataset_name=None)
+    eval_results = _check_eval_results(eval_results, card_dataset)
+    if eval_results is None and run:
+        own = run_evaluation(model_dir, run)
+        if own is not None and card_dataset:  # results on an unnamed dataset cannot be stated
+            own.update(dataset=card_dataset, dataset_name=dataset_name)
+            eval_results = [own]
+    if eval_results:
+        for r in eval_results:  # the words for the card's own dataset, where a result is on it
+            if r['dataset'] == card_dataset and dataset_name:
+                r.setdefault('dataset_name', dataset_name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_for_hf(model, str(out_dir), model_args=model.architecture_args(), safe_serialization=True)
     config = json.loads((out_dir / 'config.json').read_text())
     save_1bit(model, out_dir / 'model-1bit.safetensors', config=config)
     card = build_model_card(
-        repo_id, config['architecture'], profile_model(model, name=config['architecture']), _dataset_of(model),
+        repo_id, config['architecture'], profile_model(model, name=config['architecture']), card_dataset,
         eval_results=eval_results, recipe=recipe or source_config.get('bnas_recipe'), license=license,
         float_bytes=(out_dir / 'model.safetensors').stat().st_size,
-        bit_bytes=(out_dir / 'model-1bit.safetensors').stat().st_size)
+        bit_bytes=(out_dir / 'model-1bit.safetensors').stat().st_size,
+        num_classes=model.num_classes, dataset_name=dataset_name, run=run,
+        converted_from=source_config.get('bnas_converted_from'))
     card.save(str(out_dir / 'README.md'))
     return out_dir
 
@@ -145,12 +240,13 @@ def publish(
         revision: Optional[str] = None,
         dry_run: bool = False,
         out: Optional[Union[str, Path]] = None,
-        eval_results: Optional[Dict[str, Any]] = None,
+        eval_results: Union[None, Dict[str, Any], Sequence[Dict[str, Any]]] = None,
         recipe: Optional[str] = None,
         private: bool = False,
         token: Optional[str] = None,
         commit_message: Optional[str] = None,
         license: str = 'apache-2.0',
+        dataset: Optional[str] = None,
 ) -> PublishResult:
     """Publish a model folder to ``repo_id`` (created if needed); ``dry_run`` only writes ``out``."""
     try:
@@ -162,10 +258,11 @@ def publish(
     if dry_run:
         if out is None:
             raise BnasError('--dry-run needs --out DIR (the folder that would be uploaded)')
-        folder = build_publish_folder(model_dir, out, repo_id, eval_results, recipe, license)
+        folder = build_publish_folder(model_dir, out, repo_id, eval_results, recipe, license, dataset)
         return PublishResult(repo_id, folder, 'dry-run', files=sorted(p.name for p in folder.iterdir()))
     with tempfile.TemporaryDirectory(prefix='bnas_publish_') as tmp:
-        folder = build_publish_folder(model_dir, Path(tmp) / 'upload', repo_id, eval_results, recipe, license)
+        folder = build_publish_folder(model_dir, Path(tmp) / 'upload', repo_id, eval_results, recipe, license,
+                                      dataset)
         if out is not None:
             shutil.copytree(folder, out, dirs_exist_ok=True)
         api = HfApi(token=token)

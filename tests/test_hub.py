@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 import timm
 import torch
-from huggingface_hub import HfApi
+import yaml
+from huggingface_hub import HfApi, ModelCard
 from safetensors import safe_open
 
 import bnas_zoo
@@ -19,6 +21,7 @@ from bnas_zoo.convert import convert_official
 from bnas_zoo.errors import BnasError, CheckpointError
 from bnas_zoo.hub import PUBLISHED_FILES, build_publish_folder, load_1bit_from_hub, publish
 from bnas_zoo.packing import load_1bit, save_1bit, theoretical_1bit_bytes
+from bnas_zoo.train.train import main as train_main
 from conftest import load_layout
 from release_net import synthetic_release_state_dict
 
@@ -46,8 +49,8 @@ def _lay_out_cache(cache: Path, repo_id: str, folder: Path, ref: str = 'main', c
 def mini_folder(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('mini')
     src = _converted(tmp)
-    out = build_publish_folder(src, tmp / 'publish', 'test-org/bnas_mini.cifar10',
-                               eval_results=dict(dataset='cifar10', split='test', top1=90.12, command='bnas-validate'))
+    out = build_publish_folder(src, tmp / 'publish', 'test-org/bnas_mini.cifar10', dataset='cifar10',
+                               eval_results=dict(split='test', top1=90.12, command='bnas-validate'))
     return src, out
 
 
@@ -68,8 +71,8 @@ def test_dry_run_folder_contents(mini_folder):
     for needle in ('library_name: timm', 'license: apache-2.0', 'image-classification', 'binary-neural-network',
                    '- cifar10', 'accuracy', 'value: 90.12'):
         assert needle in header, needle
-    for needle in ("paper's convention", 'true (this network)', '| cifar10 | test | 90.12 |', '`bnas-validate`',
-                   '@article{kim2021bnasv2', 'Intended use'):
+    for needle in ("paper's convention", 'true (this network)', '| cifar10 | test |  | 90.12 |  | measured |',
+                   '`bnas-validate`', '@article{kim2021bnasv2', 'Intended use', 'convert-official` from `bnas_mini.pt`'):
         assert needle in card, needle
 
 
@@ -274,3 +277,204 @@ def test_imagenet_variant_through_the_hub_cache(tmp_path):
     loaded = timm.create_model('hf-hub:test-org/bnas_d.in1k', pretrained=True, cache_dir=cache).eval()
     assert torch.equal(loaded(x), expected)
     assert loaded.pretrained_cfg['crop_pct'] == 0.875 and loaded.pretrained_cfg['input_size'] == (3, 224, 224)
+
+
+
+# ---- model cards: only the facts of the folder being published ----
+
+TINY_MODEL = ['--model', 'bnas_custom', '--model-arg', 'genotype=bnas_cifar', '--model-arg', 'layers=3',
+              '--model-arg', 'channels=8', '--model-arg', 'stem=cifar', '--no-progress']
+
+
+def _png_tree(root: Path, classes=3, per_class=4):
+    """A tiny ImageFolder tree of generated PNGs: root/train/<class>/*.png and root/val/<class>/*.png."""
+    from PIL import Image
+    for split in ('train', 'val'):
+        for c in range(classes):
+            d = root / split / f'class{c}'
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                Image.new('RGB', (36, 36), (80 * c, 20 * i, 255 - 80 * c)).save(d / f'{i}.png')
+    return root
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    """Two short bnas-train runs of a CIFAR-stem model: the embedded digits and an ImageFolder tree named
+    'shapes'. Returns {kind: (run folder, argv of the run)}."""
+    tmp = tmp_path_factory.mktemp('runs')
+    digits = tmp / 'digits'
+    digits_argv = TINY_MODEL + ['--data', 'embedded', '--epochs', '1', '--train-subset', '32', '--output', str(digits)]
+    assert train_main(digits_argv) == 0
+    data = _png_tree(tmp / 'shapes')
+    shapes = tmp / 'shapes_run'
+    shapes_argv = TINY_MODEL + ['--data-dir', str(data), '--recipe', 'cifar10', '--epochs', '2', '--batch-size', '4',
+                                '--output', str(shapes)]
+    assert train_main(shapes_argv) == 0
+    return dict(embedded=(digits, digits_argv), folder=(shapes, shapes_argv))
+
+
+def _best_epoch(run: Path) -> dict:
+    history = json.loads((run / 'summary.json').read_text())
+    return max(history, key=lambda h: h['eval_top1'])  # the first best, as training keeps it
+
+
+def _load_card(folder: Path):
+    """The card as huggingface_hub parses it, with its metadata round trip checked."""
+    path = folder / 'README.md'
+    card = ModelCard.load(path)
+    header = yaml.safe_load(path.read_text().split('---')[1])
+    assert card.data.to_dict() == header  # what huggingface_hub reads back is what was written
+    assert ModelCard(str(card)).data.to_dict() == header
+    return card, path.read_text()
+
+
+def test_card_of_an_embedded_run(runs, tmp_path, capsys):
+    run, argv = runs['embedded']
+    assert main(['publish', str(run), '--repo-id', 'someone/bnas_mini-digits', '--dry-run',
+                 '--out', str(tmp_path / 'pub')]) == 0
+    card, text = _load_card(tmp_path / 'pub')
+    best = _best_epoch(run)
+    assert card.data.datasets == ['sklearn-digits']
+    assert sorted((r.metric_name, r.metric_value) for r in card.data.eval_results) == [
+        ('top-1 accuracy', best['eval_top1']), ('top-5 accuracy', best['eval_top5'])]
+    for r in card.data.eval_results:
+        assert (r.task_type, r.dataset_type, r.dataset_split, r.source_name) == (
+            'image-classification', 'sklearn-digits', 'test', None)
+    # the card text: the same figures, the split's size, and the command
+    command = 'bnas-train ' + shlex.join(argv)
+    assert (f"| test | 360 | {best['eval_top1']:.2f} | {best['eval_top5']:.2f} | "
+            f"measured (best epoch, 1 of 1) | `{command}` |") in text
+    assert f'```bash\n{command}\n```' in text
+    for row in ('| recipe | `embedded` |', '| epochs | 1 |', '| learning rate | 0.002 |', '| classes | 10 |',
+                "| training data | scikit-learn's handwritten digits, upsampled to 32x32 (train split, 32 images) |",
+                f"| published weights | epoch {best['epoch']} (the best evaluated) |"):
+        assert row in text, row
+    assert 'num_classes=<your classes>' in text and 'num_classes=10' not in text
+    assert 'load_1bit_from_hub("someone/bnas_mini-digits", deploy=True)' in text
+    assert 'cifar10' not in text and 'imagenet-1k' not in text  # no dataset guessed from the CIFAR stem
+    # --eval-results replaces the run's own results
+    (tmp_path / 'eval.json').write_text(json.dumps(dict(split='test', top1=12.5, images=360, command='bnas-validate x')))
+    out = build_publish_folder(run, tmp_path / 'pub2', 'someone/bnas_mini-digits',
+                               eval_results=json.loads((tmp_path / 'eval.json').read_text()))
+    card, text = _load_card(out)
+    assert [(r.metric_name, r.metric_value, r.dataset_type) for r in card.data.eval_results] == [
+        ('top-1 accuracy', 12.5, 'sklearn-digits')]
+    assert f"{best['eval_top1']:.2f}" not in text.split('## Evaluation')[1].split('## Training')[0]
+
+
+def test_card_of_an_image_folder_run(runs, tmp_path):
+    run, argv = runs['folder']
+    card, text = _load_card(build_publish_folder(run, tmp_path / 'pub', 'someone/shapes'))
+    best = _best_epoch(run)
+    assert card.data.datasets == ['shapes']  # the ImageFolder's name
+    assert sorted((r.metric_name, r.metric_value, r.dataset_type, r.dataset_split) for r in card.data.eval_results) == [
+        ('top-1 accuracy', best['eval_top1'], 'shapes', 'val'), ('top-5 accuracy', best['eval_top5'], 'shapes', 'val')]
+    assert f"| shapes | val | 12 | {best['eval_top1']:.2f} | {best['eval_top5']:.2f} | measured (best epoch, {best['epoch']} of 2) |" in text
+    assert f"| published weights | epoch {best['epoch']} (the best evaluated) |" in text
+    assert 'The classifier has 3 outputs' in text and '(3 classes, shapes)' in text
+    assert '| training data | shapes (train split, 12 images) |' in text and '| recipe | `cifar10` |' in text
+    assert f"```bash\nbnas-train {shlex.join(argv)}\n```" in text
+    assert 'cifar10' not in card.data.to_dict()['datasets']
+    # the publisher names the dataset: the metadata and the run's own results follow
+    card, text = _load_card(build_publish_folder(run, tmp_path / 'pub2', 'someone/shapes', dataset='my-org/shapes-v2'))
+    assert card.data.datasets == ['my-org/shapes-v2']
+    assert {r.dataset_type for r in card.data.eval_results} == {'my-org/shapes-v2'}
+    assert {r.metric_value for r in card.data.eval_results} == {best['eval_top1'], best['eval_top5']}
+    assert '| training data | my-org/shapes-v2 (train split, 12 images) |' in text and 'shapes (' not in text
+
+
+def test_bnas_train_records_the_dataset_name(tmp_path):
+    from bnas_zoo.train.data import build_datasets, data_facts
+    from bnas_zoo.train.recipes import load_recipe
+    data = _png_tree(tmp_path / 'folder_name', classes=2, per_class=3)
+    cfg = dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
+    train_ds, eval_ds, classes = build_datasets(load_recipe('cifar10'), cfg, str(data), 'folder')
+    facts = data_facts('folder', str(data), 'oxford-iiit-pet', train_ds, eval_ds, classes)
+    assert (facts['dataset'], facts['num_classes'], facts['eval_split'], facts['eval_images']) == (
+        'oxford-iiit-pet', 2, 'val', 6)
+    assert data_facts('folder', str(data), None, train_ds, eval_ds, classes)['dataset'] == 'folder_name'
+    with pytest.raises(BnasError, match='--data embedded always trains on the embedded digits'):
+        data_facts('embedded', None, 'cifar10', train_ds, eval_ds, 10)
+
+
+def test_card_says_nothing_it_does_not_know(tmp_path):
+    from timm.models import save_for_hf
+    model = timm.create_model('bnas_mini')  # a CIFAR-stem model of unknown training data
+    save_for_hf(model, str(tmp_path / 'folder'), model_args=model.architecture_args(), safe_serialization=True)
+    card, text = _load_card(build_publish_folder(tmp_path / 'folder', tmp_path / 'pub', 'someone/mini'))
+    header = text.split('---')[1]
+    assert card.data.datasets is None and card.data.eval_results is None
+    assert 'datasets' not in header and 'model-index' not in header
+    assert 'cifar' not in text.lower() and 'imagenet' not in text.lower()
+    assert 'No evaluation results were given' in text and 'Not recorded for these weights.' in text
+    assert 'The classifier has 10 outputs' in text and 'Trained' not in text
+    # results without a dataset cannot be placed anywhere
+    with pytest.raises(BnasError, match="no dataset: give its 'dataset' field, or --dataset NAME"):
+        build_publish_folder(tmp_path / 'folder', tmp_path / 'pub2', 'someone/mini', eval_results={'top1': 50.0})
+
+
+def test_converted_weights_reported_and_measured_results(mini_folder, tmp_path, capsys):
+    src, _ = mini_folder
+    eval_file = tmp_path / 'eval.json'
+    eval_file.write_text(json.dumps([
+        dict(split='test', top1=94.1, reference='BNAS v2 paper, Table 5'),  # no command: reported
+        dict(split='test', top1=93.9, top5=99.8, images=10000, command='bnas-validate --model local-dir:w')]))
+    assert main(['publish', str(src), '--repo-id', 'someone/bnas_mini.cifar10', '--dataset', 'cifar10',
+                 '--eval-results', str(eval_file), '--dry-run', '--out', str(tmp_path / 'pub')]) == 0
+    card, text = _load_card(tmp_path / 'pub')
+    assert card.data.datasets == ['cifar10']
+    got = sorted((r.metric_name, r.metric_value, r.dataset_split) for r in card.data.eval_results)
+    assert got == [('top-1 accuracy', 93.9, 'test'), ('top-1 accuracy (reported)', 94.1, 'test'),
+                   ('top-5 accuracy', 99.8, 'test')]
+    assert '| cifar10 | test |  | 94.10 |  | reported (BNAS v2 paper, Table 5) |  |' in text
+    assert '| cifar10 | test | 10,000 | 93.90 | 99.80 | measured | `bnas-validate --model local-dir:w` |' in text
+    assert '*reported*: a figure stated by the paper or the authors' in text
+    assert 'Not trained with bnas_zoo: converted with `bnas-zoo convert-official` from `bnas_mini.pt`' in text
+
+
+def test_bad_run_folders_and_results_are_refused(runs, tmp_path, capsys):
+    run, _ = runs['embedded']
+
+    def publish_code(folder, *extra):
+        code = main(['publish', str(folder), '--repo-id', 'a/b', '--dry-run', '--out', str(tmp_path / 'out'), *extra])
+        return code, capsys.readouterr().err
+
+    bad = tmp_path / 'bad'
+    bad.mkdir()
+    for name in ('model.safetensors', 'config.json'):
+        shutil.copy(run / name, bad / name)
+    (bad / 'summary.json').write_text('[{"epoch": 1, "eval_top1": 5')
+    code, err = publish_code(bad)
+    assert code == 2 and 'summary.json: not valid JSON' in err
+    (bad / 'summary.json').write_text('{"top1": 5}')
+    code, err = publish_code(bad)
+    assert code == 2 and 'summary.json: not a training summary' in err
+    (bad / 'summary.json').write_text(json.dumps([dict(epoch=7, eval_top1=1.0, eval_top5=2.0)]))
+    code, err = publish_code(bad)
+    assert code == 2 and 'no epoch' in err and 'belong to different runs' in err
+    # without its summary, a run folder still names its dataset but claims no result
+    (bad / 'summary.json').unlink()
+    card, _ = _load_card(build_publish_folder(bad, tmp_path / 'pub', 'a/b'))
+    assert card.data.datasets == ['sklearn-digits'] and card.data.eval_results is None
+    for results, message in (({'top1': 50, 'source': 'measured'}, "measured result needs the 'command'"),
+                             ({'top1': 50, 'source': 'paper'}, "field 'source' is 'paper'"),
+                             ({'top1': 150, 'command': 'x'}, "field 'top1' is 150"),
+                             ({'split': 'test'}, "no 'top1' or 'top5'"),
+                             ([], 'expected an object or a non-empty list'),
+                             ([{'top1': 1, 'images': 'all', 'command': 'x'}], r"eval results \[0\]: field 'images'")):
+        (tmp_path / 'e.json').write_text(json.dumps(results))
+        code, err = publish_code(run, '--eval-results', str(tmp_path / 'e.json'))
+        assert code == 2 and message.replace('\\', '') in err, (results, err)
+    code, err = publish_code(run, '--eval-results', str(tmp_path / 'missing.json'))
+    assert code == 2 and 'missing.json: cannot read it' in err
+
+
+def test_the_recorded_command_reproduces_the_run_from_scratch():
+    from bnas_zoo.train.train import reproduce_command
+    base = ['--model', 'bnas_mini', '--data-dir', 'my data', '--epochs', '5']
+    assert reproduce_command(base) == "bnas-train --model bnas_mini --data-dir 'my data' --epochs 5"
+    for extra in (['--resume'], ['--resume', 'runs/old'], ['--resume=runs/old'], ['--stop-after', '2'],
+                  ['--stop-after=2'], ['--overwrite']):
+        assert reproduce_command(extra + base) == reproduce_command(base + extra) == reproduce_command(base), extra
+    assert reproduce_command(['--resume', '--epochs', '5']) == 'bnas-train --epochs 5'

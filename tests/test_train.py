@@ -126,7 +126,10 @@ def test_cli_train_validate_publish(tmp_path, capsys):
     from bnas_zoo.cli import main as zoo_main
     assert zoo_main(['publish', str(out), '--repo-id', 'me/mini-digits', '--dry-run', '--out', str(tmp_path / 'pub')]) == 0
     card = (tmp_path / 'pub' / 'README.md').read_text()
-    assert 'bnas-train, recipe embedded' in card
+    assert '| recipe | `embedded` |' in card and '- sklearn-digits' in card
+    command = f'bnas-train --model bnas_mini --data embedded --output {out} --epochs 1 --train-subset 64 --no-progress'
+    assert f'```bash\n{command}\n```' in card
+    assert json.loads((out / 'config.json').read_text())['bnas_run']['command'] == command
     # an existing run is not overwritten by accident
     assert train_main(['--model', 'bnas_mini', '--data', 'embedded', '--output', str(out), '--epochs', '1']) == 2
     assert 'already holds a run' in capsys.readouterr().err

@@ -12,7 +12,8 @@ from torchvision import transforms as T
 
 from bnas_zoo.errors import BnasError
 
-__all__ = ['EmbeddedDigits', 'build_datasets', 'data_source', 'embedded_data_config', 'EMBEDDED_MEAN', 'EMBEDDED_STD']
+__all__ = ['EmbeddedDigits', 'build_datasets', 'data_source', 'data_facts', 'embedded_data_config', 'EMBEDDED_MEAN',
+           'EMBEDDED_STD', 'EMBEDDED_DATASET', 'EMBEDDED_DATASET_NAME']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
@@ -48,6 +49,10 @@ class EmbeddedDigits(torch.utils.data.Dataset):
         img = self.images[i]
         return (self.transform(img) if self.transform else img), self.targets[i]
 
+
+#: how model cards name the embedded digits (an identifier, and words for people)
+EMBEDDED_DATASET = 'sklearn-digits'
+EMBEDDED_DATASET_NAME = "scikit-learn's handwritten digits, upsampled to 32x32"
 
 # statistics of the embedded training split (gray images replicated to 3 channels)
 EMBEDDED_MEAN = (0.3048,) * 3
@@ -113,3 +118,30 @@ def build_datasets(recipe: Dict[str, Any], data_cfg: Dict[str, Any], data_dir: O
     train_ds.transform, eval_ds.transform = train_tf, eval_tf
     classes = len(getattr(train_ds.reader, 'class_to_idx', {}) or {}) or int(max(t for _, t in train_ds.reader.samples)) + 1
     return train_ds, eval_ds, classes
+
+
+def _split_folder(ds, root: Path, requested: str) -> str:
+    """The folder an ImageFolder split was read from ('val' for a requested 'validation'), else the request."""
+    found = getattr(getattr(ds, 'reader', None), 'root', None)
+    if found is None or Path(found).resolve() == root.resolve():
+        return requested
+    return Path(found).name
+
+
+def data_facts(data: str, data_dir: Optional[str], dataset: Optional[str], train_ds, eval_ds, classes: int,
+               train_split: str = 'train', val_split: str = 'validation') -> Dict[str, Any]:
+    """What a run records about its data (for its model card): the dataset's identifier and name, the class
+    count, and the splits with their sizes. ``dataset`` is the user's name for an ImageFolder tree; without it
+    the tree's folder name is used. The embedded digits are always :data:`EMBEDDED_DATASET`."""
+    if data == 'embedded':
+        if dataset and dataset != EMBEDDED_DATASET:
+            raise DataError(f'--dataset {dataset!r}: --data embedded always trains on the embedded digits '
+                            f'({EMBEDDED_DATASET}); --dataset names an ImageFolder tree given with --data-dir')
+        return dict(data='embedded', dataset=EMBEDDED_DATASET, dataset_name=EMBEDDED_DATASET_NAME,
+                    num_classes=classes, train_split='train', train_images=len(train_ds),
+                    eval_split='test', eval_images=len(eval_ds))
+    root = Path(data_dir)
+    name = dataset or root.resolve().name
+    return dict(data='folder', dataset=name, dataset_name=name, data_dir=root.resolve().name, num_classes=classes,
+                train_split=_split_folder(train_ds, root, train_split), train_images=len(train_ds),
+                eval_split=_split_folder(eval_ds, root, val_split), eval_images=len(eval_ds))

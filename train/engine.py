@@ -55,7 +55,7 @@ class TrainSetup:
     ema_decay: Optional[float] = None  # keep an exponential moving average of the weights (timm ModelEmaV3)
     progress: bool = True
     export_args: Dict[str, Any] = field(default_factory=dict)
-    recipe_text: str = ''
+    run_info: Dict[str, Any] = field(default_factory=dict)  # the run's facts, recorded in config.json (bnas_run)
 
 
 def _distributed() -> bool:
@@ -214,12 +214,13 @@ def _write_summaries(output: Path, history: List[Dict[str, Any]]) -> None:
     atomic_write(output / 'summary.csv', lambda p: p.write_text('\n'.join(lines) + '\n'))
 
 
-def _save_best(model: nn.Module, s: TrainSetup) -> None:
-    """model.safetensors + config.json in timm's format (local-dir:RUN loads them), each replaced atomically."""
+def _save_best(model: nn.Module, s: TrainSetup, epoch: int) -> None:
+    """model.safetensors + config.json in timm's format (local-dir:RUN loads them), each replaced atomically.
+    config.json also records the run's facts and the epoch of these weights (``bnas_run``, read by publishing)."""
     from timm.models import save_for_hf
     tmp = s.output / '.best.tmp'
-    save_for_hf(model, str(tmp), model_args=s.export_args, model_config=dict(bnas_recipe=s.recipe_text),
-                safe_serialization=True)
+    model_config = dict(bnas_run=dict(s.run_info, epoch=epoch)) if s.run_info else None
+    save_for_hf(model, str(tmp), model_args=s.export_args, model_config=model_config, safe_serialization=True)
     for name in ('model.safetensors', 'config.json'):
         os.replace(tmp / name, s.output / name)
     tmp.rmdir()
@@ -316,7 +317,7 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
             improved = metrics['top1'] > best['top1']
             if improved:
                 best = dict(epoch=epoch + 1, top1=metrics['top1'], top5=metrics['top5'])
-                _save_best(model, s)
+                _save_best(model, s, epoch + 1)
             save_checkpoint(s.output, model, optimizer, scheduler, epoch, best, history, s.model_name,
                             ema.module if ema else None)
             _write_summaries(s.output, history)

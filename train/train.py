@@ -3,8 +3,9 @@
     bnas-train --model bnas_mini --data embedded --output runs/mini          # the embedded default
     bnas-train --model bnas_a --recipe cifar10 --data-dir /data/cifar10 --output runs/a
     bnas-train --model bnas_d --recipe imagenet-minreg --data-dir /data/imagenet --output runs/d --amp bf16
-    bnas-train --model bnas_d --pretrained --num-classes 37 --data-dir pets --head-epochs 2 --output runs/pets
-    bnas-train --model bnas_custom --model-arg genotype=cell.json --model-arg layers=8 --model-arg channels=16 \
+    bnas-train --model bnas_d --pretrained --num-classes 37 --data-dir pets --dataset oxford-iiit-pet \\
+        --head-epochs 2 --output runs/pets
+    bnas-train --model bnas_custom --model-arg genotype=cell.json --model-arg layers=8 --model-arg channels=16 \\
         --data embedded --output runs/cell                                  # a searched cell (bnas-search)
     torchrun --nproc_per_node 8 -m bnas_zoo.train --model bnas_d --recipe imagenet-standard ...
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -41,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--data', choices=['embedded', 'folder'], help="'embedded' (the digits shipped with scikit-learn) "
                    "or 'folder' (an ImageFolder tree, --data-dir); default: folder when --data-dir is given")
     p.add_argument('--data-dir', help='ImageFolder root with train/ and val/ (or validation/) subfolders')
+    p.add_argument('--dataset', metavar='NAME',
+                   help="name of the --data-dir dataset, recorded in the run for its model card, e.g. a Hub dataset "
+                        "id such as oxford-iiit-pet (default: the --data-dir folder's name)")
     p.add_argument('--train-split', default='train')
     p.add_argument('--val-split', default='validation', help="evaluation split (synonyms such as 'val' are found)")
     p.add_argument('--output', required=True, help='run folder (model.safetensors, config.json, checkpoints, summaries, curves.png)')
@@ -91,8 +96,32 @@ def _model_kwargs(items: List[str]) -> dict:
     return out
 
 
+# flags that only say how this invocation continues or restarts a run, not what the run is
+_INVOCATION_FLAGS = {'--resume': 'optional', '--stop-after': 'value', '--overwrite': 'flag'}
+
+
+def reproduce_command(argv: List[str]) -> str:
+    """The command that trains this run from scratch: this invocation's arguments without --resume,
+    --stop-after and --overwrite (resuming is exact, so the result is the same)."""
+    kept, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg.split('=', 1)[0]
+        kind = _INVOCATION_FLAGS.get(name)
+        i += 1
+        if kind is None:
+            kept.append(arg)
+        elif '=' not in arg and i < len(argv) and (kind == 'value' or (kind == 'optional' and not argv[i].startswith('-'))):
+            i += 1  # the flag's value
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    prog = f'torchrun --nproc_per_node {world} -m bnas_zoo.train' if world > 1 else 'bnas-train'
+    return ' '.join([prog, shlex.join(kept)]) if kept else prog
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command = reproduce_command(argv)
     try:
         return _main(args)
     except BnasError as e:
@@ -106,7 +135,7 @@ def _main(args: argparse.Namespace) -> int:
     import bnas_zoo  # noqa: F401  (registers the architectures with timm)
     from bnas_zoo.registry import VARIANTS
 
-    from .data import build_datasets, data_source, embedded_data_config
+    from .data import build_datasets, data_facts, data_source, embedded_data_config
     from .engine import TrainSetup, run_training
 
     data = data_source(args.data, args.data_dir)
@@ -138,8 +167,10 @@ def _main(args: argparse.Namespace) -> int:
     if data == 'embedded':
         data_cfg = embedded_data_config(data_cfg)
     train_ds, eval_ds, classes = build_datasets(recipe, data_cfg, args.data_dir, data, args.train_split, args.val_split)
+    facts = data_facts(data, args.data_dir, args.dataset, train_ds, eval_ds, classes, args.train_split, args.val_split)
     if args.train_subset:
         train_ds = torch.utils.data.Subset(train_ds, range(min(args.train_subset, len(train_ds))))
+        facts['train_images'] = len(train_ds)
     if args.num_classes is not None and args.num_classes != classes:
         raise BnasError(f'--num-classes {args.num_classes}: the dataset has {classes} classes; a head of '
                         f'{args.num_classes} outputs does not fit it')
@@ -155,8 +186,9 @@ def _main(args: argparse.Namespace) -> int:
         compile=args.compile, head_epochs=args.head_epochs, stop_after=args.stop_after, ema_decay=args.model_ema,
         resume=(Path(args.resume) if args.resume else output) if args.resume is not None else None,
         progress=not args.no_progress, export_args=model.architecture_args(),
-        recipe_text=f'bnas-train, recipe {recipe_name}: ' + ', '.join(f'{k} {v}' for k, v in recipe.items()
-                                                                      if k != 'description'))
+        run_info=dict(facts, model=args.model, recipe_name=recipe_name,
+                      recipe={k: v for k, v in recipe.items() if k != 'description'},
+                      head_epochs=args.head_epochs, model_ema=args.model_ema, seed=args.seed, command=args.command))
     if int(os.environ.get('RANK', '0')) == 0:
         (output / 'recipe.yaml').write_text(yaml.safe_dump(dict(recipe, model=args.model, recipe=recipe_name),
                                                            sort_keys=False))
