@@ -18,10 +18,10 @@ __all__ = ['Cell', 'ReductionShortcut']
 class ReductionShortcut(nn.Sequential):
     """The full-precision inter-cell skip of a reduction cell: BatchNorm -> Conv2d(2x2, stride 2, bias)."""
 
-    def __init__(self, in_chs: int, out_chs: int):
+    def __init__(self, in_chs: int, out_chs: int, groups: int = 1):
         super().__init__()
         self.bn = nn.BatchNorm2d(in_chs)
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=2, stride=2, bias=True)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=2, stride=2, bias=True, groups=groups)
 
 
 class Cell(nn.Module):
@@ -41,6 +41,7 @@ class Cell(nn.Module):
         preprocess0_affine: whether that 3x3 stride-2 preprocessing's BatchNorm is affine (not in the
             CIFAR networks of the release).
         fp_slots: slots (``preprocess0``, ``ops.6``, ...) whose conv keeps float weights.
+        shortcut_groups: group count of the reduction shortcut's conv.
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class Cell(nn.Module):
             skip: bool,
             preprocess0_affine: bool = True,
             fp_slots: FrozenSet[str] = frozenset(),
+            shortcut_groups: int = 1,
     ):
         super().__init__()
         self.plan = plan
@@ -72,7 +74,7 @@ class Cell(nn.Module):
                 c_prev_prev, channels, 1, binary_weights='preprocess0' not in fp_slots)
         self.preprocess1 = BinaryConvBlock(
             c_prev, channels, 1, binary_weights='preprocess1' not in fp_slots) if plan.uses_input[1] else None
-        self.shortcut = ReductionShortcut(c_prev, self.out_chs) if skip and plan.reduction else None
+        self.shortcut = ReductionShortcut(c_prev, self.out_chs, shortcut_groups) if skip and plan.reduction else None
         self.skip = skip
         self.ops = nn.ModuleDict({
             str(k): build_op(plan.edges[k][0], channels, plan.stride(k), f'ops.{k}' not in fp_slots)

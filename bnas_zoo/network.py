@@ -35,25 +35,52 @@ class CifarStem(nn.Sequential):
 
 
 class ImageNetStem0(nn.Sequential):
-    """ImageNet stem0: Conv(3x3, s2) -> BN -> ReLU -> Conv(3x3, s2) -> BN, full precision (1/4 resolution)."""
+    """ImageNet stem0: Conv(3x3, s2) -> BN -> ReLU -> Conv(3x3, s2) -> BN, full precision (1/4 resolution).
 
-    def __init__(self, in_chans: int, out_chs: int):
+    ``groups``: group count of the second conv (the first reads the image's channels and is never grouped).
+    """
+
+    def __init__(self, in_chans: int, out_chs: int, groups: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, out_chs // 2, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_chs // 2)
         self.act = nn.ReLU()
-        self.conv2 = nn.Conv2d(out_chs // 2, out_chs, 3, stride=2, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(out_chs // 2, out_chs, 3, stride=2, padding=1, bias=False, groups=groups)
         self.bn2 = nn.BatchNorm2d(out_chs)
 
 
 class ImageNetStem1(nn.Sequential):
-    """ImageNet stem1: ReLU -> Conv(3x3, s2) -> BN, full precision (1/8 resolution)."""
+    """ImageNet stem1: ReLU -> Conv(3x3, s2) -> BN, full precision (1/8 resolution); ``groups`` as stem0's."""
 
-    def __init__(self, chs: int):
+    def __init__(self, chs: int, groups: int = 1):
         super().__init__()
         self.act = nn.ReLU()
-        self.conv = nn.Conv2d(chs, chs, 3, stride=2, padding=1, bias=False)
+        self.conv = nn.Conv2d(chs, chs, 3, stride=2, padding=1, bias=False, groups=groups)
         self.bn = nn.BatchNorm2d(chs)
+
+
+def _check_groups(stem: str, channels: int, layers: int, stem_groups: int, shortcut_groups: int) -> None:
+    """Group counts that divide the channels of every layer they apply to, else a ModelConfigError."""
+    for name, g in (('stem_groups', stem_groups), ('shortcut_groups', shortcut_groups)):
+        if not isinstance(g, int) or isinstance(g, bool) or g < 1:
+            raise ModelConfigError(f'{name}={g!r}: expected an integer >= 1')
+    if stem_groups > 1:
+        if stem != 'imagenet':
+            raise ModelConfigError(
+                f'stem_groups={stem_groups}: the CIFAR stem has a single convolution, over the image\'s channels, '
+                f'which is not grouped; stem_groups applies to the ImageNet stem')
+        if channels % (2 * stem_groups):
+            raise ModelConfigError(
+                f'stem_groups={stem_groups}: must divide the stem widths channels/2 = {channels // 2} and '
+                f'channels = {channels}; choose channels divisible by {2 * stem_groups}')
+    if shortcut_groups > 1:
+        # the shortcut of reduction cell i maps the previous cell's 4*C (3*C0 for the CIFAR stem) to 4*2C
+        c_first = 3 * channels if stem == 'cifar' else channels
+        widths = {c_first if layers // 3 == 0 else 4 * channels, 4 * 2 * channels, 4 * 4 * channels}
+        bad = sorted(w for w in widths if w % shortcut_groups)
+        if bad:
+            raise ModelConfigError(f'shortcut_groups={shortcut_groups}: must divide the shortcut widths; '
+                                   f'{", ".join(map(str, bad))} are not multiples of {shortcut_groups}')
 
 
 class BNASNet(nn.Module):
@@ -69,6 +96,11 @@ class BNASNet(nn.Module):
         fully_binary: binarize also the two convolutions of the last cell that the release keeps in full
             precision (spec §3). The default, False, is the released network.
         inter_cell_skip: add the inter-cell skip connections (the BNAS template); False for ablations.
+        stem_groups: group count of the full-precision stem convolutions after the first (ImageNet stem:
+            ``stem0.conv2`` and ``stem1.conv``; the first reads the image's channels). 1 is the release.
+        shortcut_groups: group count of the full-precision 2x2 reduction shortcuts. 1 is the release.
+            Grouping divides a layer's multiply-adds by the group count, which the paper's "dagger" models
+            spend on more channels (``channels``); see ``bnas_d_grouped``.
     """
 
     def __init__(
@@ -84,6 +116,8 @@ class BNASNet(nn.Module):
             drop_path_rate: float = 0.0,
             fully_binary: bool = False,
             inter_cell_skip: bool = True,
+            stem_groups: int = 1,
+            shortcut_groups: int = 1,
     ):
         super().__init__()
         if stem not in STEMS:
@@ -95,6 +129,7 @@ class BNASNet(nn.Module):
                 f'channels={channels!r}: expected an integer >= 2' + (' and even for the ImageNet stem' if stem == 'imagenet' else ''))
         if in_chans < 1:
             raise ModelConfigError(f'in_chans={in_chans!r}: expected >= 1')
+        _check_groups(stem, channels, layers, stem_groups, shortcut_groups)
         self.genotype: Genotype = load_genotype(genotype)
         self.layers = layers
         self.channels = channels
@@ -104,6 +139,8 @@ class BNASNet(nn.Module):
         self.drop_rate = drop_rate
         self.fully_binary = fully_binary
         self.inter_cell_skip = inter_cell_skip
+        self.stem_groups = stem_groups
+        self.shortcut_groups = shortcut_groups
         self.grad_checkpointing = False
         self.reduction_cells = (layers // 3, 2 * layers // 3)
 
@@ -115,8 +152,8 @@ class BNASNet(nn.Module):
             cell_reduction = 1
             self.input_multiple = 4
         else:
-            self.stem0 = ImageNetStem0(in_chans, channels)
-            self.stem1 = ImageNetStem1(channels)
+            self.stem0 = ImageNetStem0(in_chans, channels, groups=stem_groups)
+            self.stem1 = ImageNetStem1(channels, groups=stem_groups)
             c_pp = c_p = channels
             reduction_prev = True  # cell 0's input 0 (stem0) has twice the resolution of input 1 (stem1)
             stem_info = dict(num_chs=channels, reduction=4, module='stem0')
@@ -137,7 +174,7 @@ class BNASNet(nn.Module):
             fp_slots = last_cell_fp_slots(edges, fully_binary) if i == layers - 1 else frozenset()
             cell = Cell(
                 plan, c_pp, c_p, c_curr, reduction_prev, skip=inter_cell_skip and i > 0,
-                preprocess0_affine=stem != 'cifar', fp_slots=fp_slots)
+                preprocess0_affine=stem != 'cifar', fp_slots=fp_slots, shortcut_groups=shortcut_groups)
             cells.append(cell)
             reduction_prev = reduction
             c_pp, c_p = c_p, cell.out_chs
@@ -153,8 +190,11 @@ class BNASNet(nn.Module):
 
     def architecture_args(self) -> Dict[str, Any]:
         """The JSON-serialisable arguments that rebuild this architecture (the genotype itself included)."""
-        return dict(genotype=self.genotype.to_dict(), layers=self.layers, channels=self.channels, stem=self.stem_type,
+        args = dict(genotype=self.genotype.to_dict(), layers=self.layers, channels=self.channels, stem=self.stem_type,
                     fully_binary=self.fully_binary, inter_cell_skip=self.inter_cell_skip)
+        if self.stem_groups != 1 or self.shortcut_groups != 1:
+            args.update(stem_groups=self.stem_groups, shortcut_groups=self.shortcut_groups)
+        return args
 
     # --- timm interface -------------------------------------------------------------------------
     @torch.jit.ignore

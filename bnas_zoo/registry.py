@@ -36,10 +36,15 @@ class Variant:
     stem: str
     tag: str
     paper_name: str
+    stem_groups: int = 1
+    shortcut_groups: int = 1
 
     @property
     def model_args(self) -> Dict[str, Any]:
-        return dict(genotype=self.genotype, layers=self.layers, channels=self.channels, stem=self.stem)
+        args = dict(genotype=self.genotype, layers=self.layers, channels=self.channels, stem=self.stem)
+        if self.stem_groups != 1 or self.shortcut_groups != 1:
+            args.update(stem_groups=self.stem_groups, shortcut_groups=self.shortcut_groups)
+        return args
 
 
 #: spec §4, paper Table 5
