@@ -27,7 +27,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from bnas_zoo.errors import BnasError, CheckpointError
+from bnas_zoo.errors import BnasError, CheckpointError, run_cli
 from bnas_zoo.files import atomic_write
 
 __all__ = ['main', 'search']
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--amp', choices=['bf16', 'fp16'])
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--debug', action='store_true', help='on an error, show the Python traceback too')
     return p
 
 
@@ -92,6 +93,13 @@ def _check(args) -> Dict[str, Any]:
         raise BnasError(f'--lam {args.lam}: expected >= 0')
     if not (args.tau > 0 and math.isfinite(args.tau)):
         raise BnasError(f'--tau {args.tau}: expected > 0 (epochs)')
+    for flag, value, positive in (('--lr', args.lr, True), ('--arch-lr', args.arch_lr, True),
+                                  ('--min-lr', args.min_lr, False), ('--weight-decay', args.weight_decay, False),
+                                  ('--arch-weight-decay', args.arch_weight_decay, False)):
+        if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise BnasError(f"{flag} {value}: expected a {'positive' if positive else 'non-negative'} finite number")
+    if (args.train_subset is not None and args.train_subset < 1) or args.workers < 0:
+        raise BnasError('--train-subset >= 1 and --workers >= 0 expected')
     if args.epochs < 1 or args.layers < 3 or args.channels < 2 or args.batch_size < 1:
         raise BnasError('--epochs >= 1, --layers >= 3, --channels >= 2 and --batch-size >= 1 expected')
     out = Path(args.out)
@@ -130,6 +138,12 @@ def _plot(history: List[Dict[str, Any]], ops: List[str], path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=90))
     plt.close(fig)
+
+
+def _check_finite(t: torch.Tensor, what: str, epoch: int) -> None:
+    if not bool(torch.isfinite(t.detach()).all()):
+        raise BnasError(f'epoch {epoch + 1}: {what} is no longer finite (NaN or infinite); the search diverged and '
+                        f'nothing was written for this epoch; lower --lr / --arch-lr')
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -215,11 +229,13 @@ def search(args) -> Dict[str, Any]:
             with autocast(device, args.amp):
                 loss_a = criterion(model(xa), ya)
             loss_a = loss_a + diversity_regularizer(model.probabilities(), epoch, lam, args.tau)
+            _check_finite(loss_a, 'the architecture loss', epoch)
             scaler.scale(loss_a).backward()
             scaler.step(a_opt)
             w_opt.zero_grad(set_to_none=True)  # weight step
             with autocast(device, args.amp):
                 loss_w = criterion(model(xw), yw)
+            _check_finite(loss_w, 'the weight loss', epoch)
             scaler.scale(loss_w).backward()
             scaler.unscale_(w_opt)
             nn.utils.clip_grad_norm_(model.weight_parameters(), 5.0)
@@ -229,6 +245,8 @@ def search(args) -> Dict[str, Any]:
             loss_sum += loss_w.item() * yw.shape[0]
             bar.set_postfix(loss=f'{loss_sum / seen:.3f}', img_s=f'{2 * seen / (time.perf_counter() - t0):.0f}')
         sched.step(epoch + 1)
+        for name, p in model.named_parameters():
+            _check_finite(p, f'parameter {name}', epoch)
         probs = {k: v.detach().cpu() for k, v in model.probabilities().items()}
         geno = derive_genotype(probs, ops, model.steps, 1.0, not args.no_zeroise)
         val = evaluate(model, torch.utils.data.DataLoader(arch_half, args.batch_size), device)
@@ -266,11 +284,14 @@ def search(args) -> Dict[str, Any]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result = search(args)
-    except BnasError as e:
-        print(f'bnas-search: error: {e}', file=sys.stderr)
-        return 2
+    result = {}
+
+    def run() -> int:
+        result.update(search(args))
+        return 0
+    code = run_cli('bnas-search', run, args.debug)
+    if code:
+        return code
     print('wrote ' + ', '.join(result['files']))
     print(f"build it: timm.create_model('bnas_custom', genotype='{result['files'][0]}', layers=8, channels=16, "
           f"stem='cifar', num_classes=10)")
