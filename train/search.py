@@ -27,7 +27,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from bnas_zoo.errors import BnasError, CheckpointError, run_cli
+from bnas_zoo.errors import BnasError, CheckpointError, first_line, run_cli
 from bnas_zoo.files import atomic_write
 
 __all__ = ['main', 'search']
@@ -140,6 +140,44 @@ def _plot(history: List[Dict[str, Any]], ops: List[str], path: Path) -> None:
     plt.close(fig)
 
 
+SEARCH_MANIFEST = 'search_checkpoint.json'
+
+
+def _resume(run_dir: Path, model, w_opt, a_opt, sched, config: Dict[str, Any]) -> Dict[str, Any]:
+    """Restore a search from the checkpoint unit in ``run_dir``, everything checked before anything is used."""
+    from .engine import check_state_dict_fits, read_checkpoint_unit, set_rng_state
+    info = read_checkpoint_unit(run_dir, SEARCH_MANIFEST)
+    state_path = run_dir / 'search_state.pt'
+    try:
+        state = torch.load(state_path, map_location='cpu', weights_only=True)
+        weights = load_file(str(run_dir / 'supernet.safetensors'))
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same error for the user
+        raise CheckpointError(f'--resume {run_dir}: unreadable checkpoint ({first_line(e)})') from None
+    kinds = dict(epoch=int, w_opt=dict, a_opt=dict, sched=dict, rng=dict, history=list, config=dict)
+    if not isinstance(state, dict) or any(not isinstance(state.get(k), t) for k, t in kinds.items()):
+        raise CheckpointError(f"--resume {state_path}: expected the search state (a dict with "
+                              f"{', '.join(kinds)}), got {type(state).__name__} with other fields")
+    if state['epoch'] != info['epoch']:
+        raise CheckpointError(f"--resume {run_dir}: search_state.pt is of epoch {state['epoch'] + 1} but "
+                              f"{SEARCH_MANIFEST} names epoch {info['epoch'] + 1}")
+    if state['config'] != config:
+        raise CheckpointError(f'--resume {run_dir}: that search used other settings ({state["config"]})')
+    if not all(isinstance(h, dict) and {'epoch', 'probs', 'entropy', 'learnable_share'} <= set(h)
+               for h in state['history']):
+        raise CheckpointError(f"--resume {state_path}: field 'history' is not the search's per-epoch rows")
+    check_state_dict_fits(weights, model, f'--resume {run_dir / "supernet.safetensors"}')
+    try:
+        model.load_state_dict(weights)
+        w_opt.load_state_dict(state['w_opt'])
+        a_opt.load_state_dict(state['a_opt'])
+        sched.load_state_dict(state['sched'])
+        set_rng_state(state['rng'])
+    except Exception as e:  # noqa: BLE001 - a field of the right type but wrong content
+        raise CheckpointError(f'--resume {state_path}: the optimizer, scheduler or RNG state does not load '
+                              f'({type(e).__name__}: {first_line(e)})') from None
+    return state
+
+
 def _check_finite(t: torch.Tensor, what: str, epoch: int) -> None:
     if not bool(torch.isfinite(t.detach()).all()):
         raise BnasError(f'epoch {epoch + 1}: {what} is no longer finite (NaN or infinite); the search diverged and '
@@ -162,7 +200,7 @@ def search(args) -> Dict[str, Any]:
     from bnas_zoo.registry import CIFAR10_MEAN, CIFAR10_STD
 
     from .data import build_datasets, data_source, embedded_data_config
-    from .engine import autocast, evaluate, rng_state, set_rng_state
+    from .engine import autocast, evaluate, rng_state, write_checkpoint_unit
     from .recipes import load_recipe
 
     checked = _check(args)
@@ -199,18 +237,12 @@ def search(args) -> Dict[str, Any]:
 
     start, history = 0, []
     if args.resume:
-        state_path = run_dir / 'search_state.pt'
-        if not state_path.is_file():
-            raise CheckpointError(f'--resume: no search_state.pt in {run_dir}')
-        state = torch.load(state_path, map_location='cpu', weights_only=True)
-        if state['config'] != dict(ops=ops, layers=args.layers, channels=args.channels, skip=not args.no_skip):
-            raise CheckpointError(f'--resume {run_dir}: that search used other settings ({state["config"]})')
-        model.load_state_dict(load_file(str(run_dir / 'supernet.safetensors')))
-        w_opt.load_state_dict(state['w_opt'])
-        a_opt.load_state_dict(state['a_opt'])
-        sched.load_state_dict(state['sched'])
-        set_rng_state(state['rng'])
+        state = _resume(run_dir, model, w_opt, a_opt, sched, dict(ops=ops, layers=args.layers, channels=args.channels,
+                                                                    skip=not args.no_skip))
         start, history = state['epoch'] + 1, state['history']
+        if history:  # a search killed while writing them: the checkpoint's history repairs them
+            _atomic_json(run_dir / 'search_log.json', [{k: v for k, v in h.items() if k != 'probs'} for h in history])
+            _plot(history, ops, run_dir / 'alphas.png')
 
     learnable = [o for o in ops if o in CONV_OPS]
     for epoch in range(start, args.epochs):
@@ -257,11 +289,11 @@ def search(args) -> Dict[str, Any]:
                    probs={k: v.tolist() for k, v in probs.items()})
         history.append(row)
         weights = {k: v.contiguous() for k, v in model.state_dict().items()}
-        atomic_write(run_dir / 'supernet.safetensors', lambda tmp: save_file(weights, str(tmp)))
         state = dict(epoch=epoch, w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(), sched=sched.state_dict(),
                      rng=rng_state(), history=history,
                      config=dict(ops=ops, layers=args.layers, channels=args.channels, skip=not args.no_skip))
-        atomic_write(run_dir / 'search_state.pt', lambda tmp: torch.save(state, tmp))
+        write_checkpoint_unit(run_dir, SEARCH_MANIFEST, {'supernet.safetensors': lambda tmp: save_file(weights, str(tmp)),
+                                                         'search_state.pt': lambda tmp: torch.save(state, tmp)}, epoch)
         _atomic_json(run_dir / 'search_log.json', [{k: v for k, v in h.items() if k != 'probs'} for h in history])
         _plot(history, ops, run_dir / 'alphas.png')
         print(f"epoch {epoch + 1}: loss {row['train_loss']:.3f}, arch-half top-1 {row['arch_half_top1']:.1f} %, "
