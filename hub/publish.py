@@ -175,7 +175,7 @@ def publish(
         except HfHubHTTPError as e:
             # the message of huggingface_hub's errors never holds the token
             raise BnasError(f'publishing to {repo_id} failed: {str(e).splitlines()[0]}') from None
-        except (OSError, ConnectionError, _network_errors()) as e:
+        except (OSError, ConnectionError) + _network_errors() as e:
             raise BnasError(f'publishing to {repo_id} failed: the Hugging Face Hub could not be reached '
                             f'({type(e).__name__}: {first_line(e)}); nothing was uploaded') from None
         return PublishResult(repo_id, None, 'uploaded', commit_url=str(getattr(info, 'commit_url', info)),
@@ -187,7 +187,7 @@ def load_1bit_from_hub(repo_id: str, revision: Optional[str] = None, cache_dir: 
     """Download ``model-1bit.safetensors`` of ``repo_id`` and rebuild the model from it alone."""
     try:
         path = hf_hub_download(repo_id, 'model-1bit.safetensors', revision=revision, cache_dir=cache_dir)
-    except (HfHubHTTPError, HFValidationError, OSError, ConnectionError, _network_errors()) as e:
+    except (HfHubHTTPError, HFValidationError, OSError, ConnectionError) + _network_errors() as e:
         raise CheckpointError(f'{repo_id}: model-1bit.safetensors could not be downloaded from the Hugging Face Hub '
                               f'({type(e).__name__}: {first_line(e)})') from None
     return load_1bit(path, **create_kwargs)
