@@ -71,9 +71,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if args.eval_results:
         try:
             eval_results = json.loads(open(args.eval_results).read())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise BnasError(f'--eval-results {args.eval_results}: {e}') from None
-    recipe = open(args.recipe_file).read() if args.recipe_file else args.recipe
+    try:
+        recipe = open(args.recipe_file).read() if args.recipe_file else args.recipe
+    except (OSError, UnicodeDecodeError) as e:
+        raise BnasError(f'--recipe-file {args.recipe_file}: not a readable text file ({e})') from None
     result = publish(args.model_dir, args.repo_id, revision=args.revision, dry_run=args.dry_run, out=args.out,
                      eval_results=eval_results, recipe=recipe, private=args.private,
                      commit_message=args.commit_message, license=args.license)

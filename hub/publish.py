@@ -71,6 +71,9 @@ def _dataset_of(model) -> str:
 def _check_eval_results(eval_results: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     if eval_results is None:
         return None
+    if not isinstance(eval_results, dict):
+        raise BnasError(f'eval results: a JSON {type(eval_results).__name__}; expected an object with '
+                        f"{', '.join(sorted(EVAL_KEYS))}")
     unknown = set(eval_results) - EVAL_KEYS
     if unknown:
         raise BnasError(f"eval results: unknown field(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(EVAL_KEYS))}")

@@ -671,3 +671,21 @@ def test_atomic_write_honours_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / 'a').stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / 'b').stat().st_mode) == 0o600
+
+
+def test_validate_checkpoint_with_nan_weights_and_bad_publish_inputs(folder, tmp_path, capsys):
+    _edit_weights(folder, 'classifier.weight', lambda t: torch.full_like(t, float('nan')))
+    model_args = ['--model', 'bnas_custom']  # bnas_custom cannot be built from the command line without a genotype
+    assert validate_main(model_args + ['--checkpoint', str(folder / 'model.safetensors'), '--data', 'embedded']) == 2
+    assert 'Traceback' not in capsys.readouterr().err
+    assert validate_main(['--model', 'bnas_mini', '--checkpoint', str(folder / 'model.safetensors'),
+                          '--data', 'embedded']) == 2
+    err = capsys.readouterr().err
+    assert 'classifier.weight holds NaN' in err, err
+    results = tmp_path / 'results.json'
+    results.write_text('[1, 2]')
+    for extra in (['--eval-results', str(results)], ['--recipe-file', str(tmp_path / 'missing.txt')]):
+        assert zoo_main(['publish', str(folder), '--repo-id', 'o/n', '--dry-run', '--out', str(tmp_path / 'p')]
+                        + extra) == 2
+        err = capsys.readouterr().err
+        assert extra[0] in err or 'eval results' in err, err

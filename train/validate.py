@@ -47,7 +47,7 @@ def _main(args) -> int:
     from safetensors.torch import load_file
 
     import bnas_zoo  # noqa: F401
-    from bnas_zoo.registry import create_checked
+    from bnas_zoo.registry import check_weights, create_checked
     from .data import build_datasets, data_source, embedded_data_config
     from .engine import evaluate
     from .recipes import load_recipe
@@ -60,6 +60,7 @@ def _main(args) -> int:
             state = load_file(args.checkpoint)
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f'--checkpoint {args.checkpoint}: not a readable safetensors file ({e})') from None
+        check_weights(state, model.state_dict(), f'--checkpoint {args.checkpoint}')
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
