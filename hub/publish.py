@@ -50,8 +50,6 @@ class PublishResult:
 
 def load_model_folder(model_dir: Union[str, Path]):
     """Build the model of a folder (config.json + model.safetensors), with clear errors."""
-    import timm
-
     import bnas_zoo  # noqa: F401  (registers the architectures)
     from bnas_zoo.registry import create_checked, read_model_folder
     model_dir = Path(model_dir)

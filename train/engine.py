@@ -145,7 +145,10 @@ def read_checkpoint_unit(folder: Path, manifest: str, what: str = '--resume') ->
         if final.is_file() and _sha256(final) == digest:
             continue
         if new.is_file() and _sha256(new) == digest:  # killed between the manifest and the renames: finish them
-            os.replace(new, final)
+            try:
+                os.replace(new, final)
+            except FileNotFoundError:  # another process (a torchrun rank) finished it first
+                pass
             continue
         raise CheckpointError(f'{what} {folder}: {name} is not the file of the epoch-{info["epoch"] + 1} checkpoint '
                               f'named in {manifest} (missing, or its sha256 differs: modified or from another '
