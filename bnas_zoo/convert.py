@@ -164,10 +164,10 @@ def convert_official(checkpoint: Union[str, Path], model_name: str, out_dir: Uni
     from .registry import VARIANTS
     if model_name not in VARIANTS:
         raise CheckpointError(f"--model {model_name!r}: unknown model; expected one of {', '.join(VARIANTS)}")
-    out_dir = output_folder(out_dir, '--out')
     release = load_release_checkpoint(checkpoint)
     model = timm.create_model(model_name)
     state_dict, _ = convert_release_state_dict(release, model, str(checkpoint), model_name)
     model.load_state_dict(state_dict, strict=True)
+    out_dir = output_folder(out_dir, '--out')  # only once the conversion succeeded: a refusal writes nothing
     save_for_hf(model, str(out_dir), safe_serialization=True)
     return out_dir

@@ -322,8 +322,8 @@ def test_fuzz_model_folders(folder):
     assert refused > 60
 
 
-def _release_checkpoint(tmp_path, edit=None):
-    state = tiny().state_dict()  # bnas_zoo's own key names pass the release renaming unchanged
+def _release_checkpoint(tmp_path, edit=None, model=None):
+    state = (model or tiny()).state_dict()  # bnas_zoo's own key names pass the release renaming unchanged
     if edit:
         edit(state)
     path = tmp_path / 'release.pth'
@@ -343,7 +343,7 @@ def test_convert_refuses_bad_release_weights(tmp_path, edit, words):
 
 
 def test_convert_official_out_must_be_a_writable_folder(tmp_path, capsys):
-    ckpt = _release_checkpoint(tmp_path)
+    ckpt = _release_checkpoint(tmp_path, model=timm.create_model('bnas_mini'))
     a_file = tmp_path / 'a_file'
     a_file.write_text('x')
     for out, words in ((a_file, 'is not a folder'), (a_file / 'sub', 'cannot write there'),
