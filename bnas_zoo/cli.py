@@ -6,7 +6,7 @@ import json
 import sys
 from typing import List, Optional
 
-from .errors import BnasError
+from .errors import BnasError, run_cli
 
 EPILOG = """examples:
   bnas-zoo list
@@ -20,9 +20,7 @@ EPILOG = """examples:
 
 
 def _create(name: str, args: argparse.Namespace):
-    import timm
-
-    from .registry import VARIANTS
+    from .registry import VARIANTS, create_checked
     kwargs = {}
     if name == 'bnas_custom':
         if not (args.genotype and args.layers and args.channels):
@@ -33,7 +31,7 @@ def _create(name: str, args: argparse.Namespace):
     elif ':' not in name and name not in VARIANTS:
         raise BnasError(f"unknown model {name!r}; expected one of {', '.join(VARIANTS)}, bnas_custom, "
                         f"local-dir:PATH or hf-hub:ORG/NAME")
-    return timm.create_model(name, **kwargs)
+    return create_checked(name, **kwargs)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -77,7 +75,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 eval_results = json.load(f)
         except OSError as e:
             raise BnasError(f'--eval-results {args.eval_results}: cannot read it ({e.strerror})') from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise BnasError(f'--eval-results {args.eval_results}: not valid JSON ({e})') from None
     recipe = args.recipe
     if args.recipe_file:
@@ -169,7 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='bnas-zoo', description='bnas_zoo: searched binary (XNOR) networks as timm models.',
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--debug', action='store_true', help='on an error, show the Python traceback too')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
+    add_parser = sub.add_parser
+
+    def add_sub(*a, **kw):  # every command also takes --debug after its name
+        p = add_parser(*a, **kw)
+        p.add_argument('--debug', action='store_true', default=argparse.SUPPRESS,
+                       help='on an error, show the Python traceback too')
+        return p
+    sub.add_parser = add_sub
 
     p = sub.add_parser('list', help='list the registered models and bundled genotypes')
     p.set_defaults(func=cmd_list)
@@ -264,15 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_cli('bnas-zoo', lambda: _run(args), args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
-    except BnasError as e:
-        print(f'bnas-zoo: error: {e}', file=sys.stderr)
-        return 2
     except RuntimeError as e:
         if str(e).startswith('Unknown model'):
-            print(f'bnas-zoo: error: {e}', file=sys.stderr)
-            return 2
+            raise BnasError(str(e)) from None
         raise
 
 

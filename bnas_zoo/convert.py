@@ -18,7 +18,9 @@ import torch
 
 from .compiler import release_conv_slots
 from .errors import CheckpointError
+from .files import output_folder
 from .network import BNASNet
+from .registry import check_weights
 
 __all__ = ['release_key_to_ours', 'load_release_checkpoint', 'convert_release_state_dict', 'convert_official',
            'guess_release_variant']
@@ -67,6 +69,10 @@ def load_release_checkpoint(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
                               f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
     if isinstance(obj, dict) and 'state_dict' in obj and isinstance(obj['state_dict'], dict):
         obj = obj['state_dict']
+    if isinstance(obj, dict) and not all(isinstance(k, str) for k in obj):
+        bad = next(k for k in obj if not isinstance(k, str))
+        raise CheckpointError(f'{path}: key {bad!r} is a {type(bad).__name__}; expected a state dict whose keys '
+                              f'are parameter names (strings)')
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(
             f"{path}: expected a state dict of tensors, or a dict with a 'state_dict' entry (the two release "
@@ -133,6 +139,8 @@ def convert_release_state_dict(
             dropped.append(key)
         else:
             unexpected.append(key)
+    check_weights({k: release[k] for k in release if release_key_to_ours(k) in out},
+                  {k: ours[release_key_to_ours(k)] for k in release if release_key_to_ours(k) in out}, source)
     missing = [k for k in ours if k not in out and k not in seen_wrong]
     if missing or unexpected or wrong_shape:
         lines = [f'{source}: this checkpoint does not fit {name}']
@@ -160,7 +168,7 @@ def convert_official(checkpoint: Union[str, Path], model_name: str, out_dir: Uni
     model = timm.create_model(model_name)
     state_dict, _ = convert_release_state_dict(release, model, str(checkpoint), model_name)
     model.load_state_dict(state_dict, strict=True)
-    out_dir = Path(out_dir)
+    out_dir = output_folder(out_dir, '--out')  # only once the conversion succeeded: a refusal writes nothing
     # the provenance, for the model card: these weights were trained by others, not by bnas_zoo
     save_for_hf(model, str(out_dir), model_config=dict(bnas_converted_from=Path(checkpoint).name),
                 safe_serialization=True)

@@ -5,13 +5,38 @@ import os
 from pathlib import Path
 from typing import Callable, Union
 
-__all__ = ['atomic_write']
+__all__ = ['atomic_write', 'output_folder']
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path`` in one step."""
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path`` in one step.
+
+    The file gets the permissions a plain ``open(path, 'w')`` would give it (0666 less the umask)."""
     path = Path(path)
     tmp = path.with_name(path.name + '.tmp')
     write(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+    return path
+
+
+def output_folder(path: Union[str, Path], what: str) -> Path:
+    """Create the folder ``path`` (and its parents) for writing; a clear error when that is impossible."""
+    from .errors import BnasError
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BnasError(f'{what} {path}: exists and is not a folder; expected a folder to write into')
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f'.write_test.{os.getpid()}'
+        probe.write_text('ok')
+        probe.unlink()
+    except OSError as e:
+        raise BnasError(f'{what} {path}: cannot write there ({e.strerror or e})') from None
     return path

@@ -7,6 +7,7 @@ and ``k + 1``; each edge is ``[operation, input node]``. The cell output concate
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,6 +36,10 @@ PRIMITIVES: Tuple[str, ...] = (
 #: Every operation a genotype may use (all that bnas_zoo.operations builds): the search space plus the
 #: separable convolutions of the search-space comparison.
 OPERATIONS: Tuple[str, ...] = tuple(OPS)
+
+#: bounds of a genotype, checked before anything else: a searched cell has a handful of nodes
+MAX_GENOTYPE_BYTES = 1 << 20
+MAX_EDGES = 64  # per cell: 32 intermediate nodes
 
 Edge = Tuple[str, int]
 GenotypeSource = Union[str, Path, Mapping[str, Any], 'Genotype']
@@ -134,6 +139,20 @@ def _check_meaning(data: Mapping[str, Any], source: str, primitives: Sequence[st
             f"(the inter-cell skip connection adds cell outputs of equal width)")
 
 
+def _non_finite(value: Any, where: str, depth: int = 0):
+    """(field, value) of the first NaN or infinite number inside ``value``, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where, value)
+    if depth > 50:
+        return (where, 'nested too deeply')
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, v in items:
+        bad = _non_finite(v, f'{where}[{key}]' if isinstance(key, int) else f'{where}.{key}', depth + 1)
+        if bad:
+            return bad
+    return None
+
+
 def validate_genotype_dict(
         data: Any,
         source: str = '<dict>',
@@ -142,6 +161,14 @@ def validate_genotype_dict(
     """Validate a genotype in its JSON form (schema, then meaning) and return it as a :class:`Genotype`."""
     if not isinstance(data, Mapping):
         raise GenotypeError(f'{source}: expected a JSON object with normal/reduce cells, got {type(data).__name__}')
+    for kind in ('normal', 'reduce'):
+        edges = data.get(kind)
+        if isinstance(edges, (list, tuple)) and len(edges) > MAX_EDGES:
+            raise GenotypeError(f"{source}: field '{kind}': has {len(edges)} edges; expected at most {MAX_EDGES} "
+                                f"(two per intermediate node)")
+    bad = _non_finite(data.get('provenance'), 'provenance')
+    if bad:
+        raise GenotypeError(f"{source}: field '{bad[0]}': {bad[1]}; expected a finite number")
     validator = jsonschema.Draft202012Validator(_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:
@@ -156,6 +183,10 @@ def validate_genotype_dict(
         description=str(data.get('description', '')),
         provenance=dict(data.get('provenance', {})),
     )
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f'{name} is not a number JSON allows')
 
 
 def load_genotype(src: GenotypeSource, primitives: Sequence[str] = OPERATIONS) -> Genotype:
@@ -176,10 +207,19 @@ def load_genotype(src: GenotypeSource, primitives: Sequence[str] = OPERATIONS) -
         raise GenotypeError(
             f'{src}: no such genotype file; expected a JSON path or one of the bundled genotypes: '
             f'{", ".join(list_genotypes())}')
+    size = path.stat().st_size
+    if size > MAX_GENOTYPE_BYTES:
+        raise GenotypeError(f'{path}: {size:,} bytes; expected a genotype JSON of at most {MAX_GENOTYPE_BYTES:,} bytes '
+                            f'(a cell has a few dozen edges)')
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise GenotypeError(f'{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})') from None
     except UnicodeDecodeError:
         raise GenotypeError(f'{path}: not a UTF-8 text file; expected genotype JSON') from None
+    except RecursionError:
+        raise GenotypeError(f'{path}: nested too deeply; expected genotype JSON (lists of [operation, node])') from None
+    except ValueError as e:  # NaN / Infinity, or an integer beyond Python's digit limit
+        raise GenotypeError(f'{path}: not a valid genotype JSON value ({e}); expected finite numbers and '
+                            f'small integers') from None
     return validate_genotype_dict(data, str(path), primitives)

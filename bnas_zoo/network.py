@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .cell import Cell
 from .compiler import compile_cell, last_cell_fp_slots
-from .errors import ModelConfigError
+from .errors import GenotypeError, ModelConfigError
 from .genotype import Genotype, GenotypeSource, load_genotype
 
 __all__ = ['BNASNet', 'CifarStem', 'ImageNetStem0', 'ImageNetStem1', 'STEMS']
@@ -164,6 +164,7 @@ class BNASNet(nn.Module):
         self._feature_cells: List[int] = []
         c_curr = channels
         cells = []
+        depends = [True, True]  # whether cell i's inputs (s0, s1) depend on the network's input
         for i in range(layers):
             reduction = i in self.reduction_cells
             if reduction:
@@ -176,11 +177,18 @@ class BNASNet(nn.Module):
                 plan, c_pp, c_p, c_curr, reduction_prev, skip=inter_cell_skip and i > 0,
                 preprocess0_affine=stem != 'cifar', fp_slots=fp_slots, shortcut_groups=shortcut_groups)
             cells.append(cell)
+            reads = {plan.edges[k][1] for k in plan.live_edges}
+            depends = [depends[1], any(depends[j] for j in (0, 1) if j in reads) or (cell.skip and depends[1])]
             reduction_prev = reduction
             c_pp, c_p = c_p, cell.out_chs
             if i + 1 in self.reduction_cells or i == layers - 1:
                 self.feature_info.append(dict(num_chs=c_p, reduction=cell_reduction, module=f'cells.{i}'))
                 self._feature_cells.append(i)
+        if not depends[1]:
+            raise GenotypeError(
+                f'genotype {self.genotype.name!r}: with layers={layers}, every path from the input to the output '
+                f"passes through Zeroise ('none'): the network's output would ignore its input; expected a cell "
+                f'with at least one operation other than none on a path from its inputs to its output')
         self.cells = nn.ModuleList(cells)
 
         self.num_features = self.head_hidden_size = c_p

@@ -18,6 +18,7 @@ content: architecture, model_args with the genotype) and ``binary_shapes`` (NAME
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -27,10 +28,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .binary import BinaryConv2d, center_clamp, xnor_alpha
-from .errors import CheckpointError
+from .errors import BnasError, CheckpointError
 from .files import atomic_write
 
-__all__ = ['FORMAT', 'pack_state_dict', 'unpack_state_dict', 'save_1bit', 'load_1bit', 'theoretical_1bit_bytes']
+__all__ = ['FORMAT', 'pack_state_dict', 'unpack_state_dict', 'save_1bit', 'read_1bit', 'load_1bit',
+           'theoretical_1bit_bytes']
 
 FORMAT = '1bit-v1'
 METADATA_KEY = 'bnas_zoo'
@@ -103,6 +105,76 @@ def save_1bit(model: torch.nn.Module, path: Union[str, Path], config: Optional[D
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
+def read_1bit(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, tuple], Dict[str, Any]]:
+    """Open and validate a 1-bit file: ``(tensors, binary shapes, config)``, nothing built, nothing downloaded.
+
+    Checks the metadata (format, a config of a bnas architecture, binary_shapes) and every packed tensor (bits
+    uint8 of ceil(n/8) bytes, alpha finite float32 per output channel, zeros int64 indices in [0, n)), that no
+    packed tensor is missing or extra and that every other float tensor is finite. Raises
+    :class:`CheckpointError` naming the file, the tensor or field, and what was expected.
+    """
+    from .registry import check_model_config
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f'{path}: not a readable safetensors file (truncated or corrupted?): {e}') from None
+    try:
+        info = json.loads(metadata[METADATA_KEY], parse_constant=lambda c: None)
+    except (KeyError, ValueError, TypeError, RecursionError):
+        info = None
+    if not isinstance(info, dict) or info.get('format') != FORMAT:
+        raise CheckpointError(f"{path}: not a bnas_zoo 1-bit file (no '{METADATA_KEY}' metadata: a JSON object of "
+                              f"format {FORMAT!r})")
+    config = info.get('config')
+    if not config:
+        raise CheckpointError(f'{path}: the 1-bit file carries no model config; it cannot be rebuilt alone')
+    check_model_config(config, f"{path}: metadata field 'config'")
+    raw = info.get('binary_shapes')
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: metadata field 'binary_shapes' is {type(raw).__name__}; expected an object "
+                              f"NAME.weight -> [out, in, kh, kw]")
+    shapes: Dict[str, tuple] = {}
+    for key, shape in raw.items():
+        if (not key.endswith('.weight') or not isinstance(shape, list) or len(shape) != 4
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 20 for d in shape)):
+            raise CheckpointError(f"{path}: metadata field 'binary_shapes.{key}' is {shape!r}; expected the shape "
+                                  f"[out, in, kh, kw] (positive integers) of a binary conv weight NAME.weight")
+        shapes[key] = tuple(shape)
+    packed = {key + suffix for key in shapes for suffix in ('.bits', '.alpha', '.zeros')}
+    extra = sorted(k for k in tensors if k not in packed and (k.endswith(('.bits', '.alpha', '.zeros')) or k in shapes))
+    if extra:
+        raise CheckpointError(f"{path}: tensor {extra[0]} is not a packed weight named in 'binary_shapes' "
+                              f"({len(extra)} such); expected only the packed tensors of the binary convs it lists")
+    for key, shape in shapes.items():
+        n = math.prod(shape)
+        expect = {'.bits': (torch.uint8, (n + 7) // 8), '.alpha': (torch.float32, shape[0]), '.zeros': (torch.int64, None)}
+        for suffix, (dtype, length) in expect.items():
+            t = tensors.get(key + suffix)
+            if t is None:
+                if suffix == '.zeros':
+                    continue
+                raise CheckpointError(f'{path}: tensor {key}{suffix} is missing; expected {str(dtype)[6:]} '
+                                      f'of length {length} for the binary weight {key} of shape {list(shape)}')
+            if t.dtype != dtype or t.ndim != 1 or (length is not None and t.numel() != length):
+                raise CheckpointError(
+                    f'{path}: tensor {key}{suffix} is {str(t.dtype)[6:]} of shape {list(t.shape)}; expected '
+                    f'{str(dtype)[6:]} of shape [{length if length is not None else "k"}] for the binary weight '
+                    f'{key} of shape {list(shape)}')
+        if not bool(torch.isfinite(tensors[f'{key}.alpha']).all()):
+            raise CheckpointError(f'{path}: tensor {key}.alpha holds NaN or infinite values; expected finite scales')
+        zeros = tensors.get(f'{key}.zeros')
+        if zeros is not None and zeros.numel() and not (0 <= int(zeros.min()) and int(zeros.max()) < n):
+            raise CheckpointError(f'{path}: tensor {key}.zeros holds indices outside [0, {n}); expected flat '
+                                  f'indices into the weight {key} of shape {list(shape)}')
+    for key, t in tensors.items():
+        if key not in packed and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f'{path}: tensor {key} holds NaN or infinite values; expected finite weights')
+    return tensors, shapes, config
+
+
 def load_1bit(path: Union[str, Path], deploy: bool = False, **create_kwargs) -> torch.nn.Module:
     """Rebuild a model from its 1-bit file alone; binary convs hold their exact binarized weights.
 
@@ -113,33 +185,28 @@ def load_1bit(path: Union[str, Path], deploy: bool = False, **create_kwargs) -> 
 
     from . import registry  # noqa: F401  (registers the architectures)
     path = Path(path)
-    try:
-        with safe_open(str(path), framework='pt') as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f'{path}: not a readable safetensors file (truncated or corrupted?): {e}') from None
-    try:
-        info = json.loads(metadata[METADATA_KEY])
-    except (KeyError, json.JSONDecodeError):
-        info = {}
-    if info.get('format') != FORMAT:
-        raise CheckpointError(f"{path}: not a bnas_zoo 1-bit file (no '{METADATA_KEY}' metadata of format {FORMAT!r})")
-    config, shapes = info.get('config'), info['binary_shapes']
-    if not config:
-        raise CheckpointError(f'{path}: the 1-bit file carries no model config; it cannot be rebuilt alone')
+    tensors, shapes, config = read_1bit(path)
     kwargs = dict(config.get('model_args') or {})
     kwargs.setdefault('num_classes', config.get('num_classes'))
     kwargs.update(create_kwargs)
+    try:
+        if deploy:
+            with torch.device('meta'):  # the structure only: no weight is allocated
+                model = timm.create_model(config['architecture'], pretrained=False, **kwargs)
+        else:
+            model = timm.create_model(config['architecture'], pretrained=False, **kwargs)
+    except (BnasError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: metadata field 'config' does not build {config['architecture']}: {e}") from None
     if deploy:
         from .deploy import deploy_1bit
-        with torch.device('meta'):  # the structure only: no weight is allocated
-            skeleton = timm.create_model(config['architecture'], pretrained=False, **kwargs)
-        _check_fits(path, skeleton, tensors, shapes, config['architecture'])
-        return deploy_1bit(skeleton, tensors, shapes)
-    model = timm.create_model(config['architecture'], pretrained=False, **kwargs)
+        _check_fits(path, model, tensors, shapes, config['architecture'])
+        return deploy_1bit(model, tensors, shapes)
     state = unpack_state_dict(tensors, shapes)
-    for name, m in _binary_modules(model).items():
+    binary = _binary_modules(model)
+    if set(shapes) != {f'{name}.weight' for name in binary}:
+        raise CheckpointError(f"{path}: metadata field 'binary_shapes' names other convs than the binary convs of "
+                              f"{config['architecture']}")
+    for name, m in binary.items():
         m.deployed = True
     try:
         model.load_state_dict(state, strict=True)

@@ -7,9 +7,13 @@ overridden by the environment variable ``BNAS_ZOO_HUB_ORG`` (read at import time
 """
 from __future__ import annotations
 
+import inspect
+import json
+import math
 import os
 import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
@@ -17,10 +21,11 @@ from safetensors import SafetensorError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from .errors import CheckpointError
+from .errors import BnasError, CheckpointError, ModelConfigError, first_line
 from .network import BNASNet
 
-__all__ = ['HUB_ORG', 'VARIANTS', 'Variant', 'CIFAR10_MEAN', 'CIFAR10_STD', 'hub_repo_id', 'checkpoint_filter_fn']
+__all__ = ['HUB_ORG', 'VARIANTS', 'Variant', 'CIFAR10_MEAN', 'CIFAR10_STD', 'hub_repo_id', 'checkpoint_filter_fn',
+           'MODEL_ARGS', 'check_model_config', 'read_model_folder', 'check_weights']
 
 HUB_ORG = os.environ.get('BNAS_ZOO_HUB_ORG', 'bnas-zoo')
 
@@ -116,9 +121,24 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: BNASNet) ->
         raise CheckpointError(
             "these are the BNAS authors' raw weights (keys 'module.*' / '_ops'); convert them first with "
             "`bnas-zoo convert-official CKPT --model NAME --out DIR`")
+    check_weights(state_dict, model.state_dict())
     state_dict = dict(state_dict)
     _adapt_stem_bn(state_dict, model)
     return state_dict
+
+
+def check_weights(state_dict: Dict[str, Any], expected: Dict[str, torch.Tensor], source: str = 'the weights') -> None:
+    """Refuse tensors that would load silently wrong: a non-float tensor where the model holds floats (it would
+    be cast), and NaN or infinite values. float16 and bfloat16 are accepted (loading widens them exactly)."""
+    for key, t in state_dict.items():
+        if not isinstance(key, str) or not isinstance(t, torch.Tensor):
+            raise CheckpointError(f'{source}: entry {key!r} is a {type(t).__name__}; expected tensors named by strings')
+        ours = expected.get(key)
+        if ours is not None and ours.is_floating_point() and not t.is_floating_point():
+            raise CheckpointError(f'{source}: tensor {key} is {str(t.dtype)[6:]}; expected floating point '
+                                  f'(float32, float16 or bfloat16) weights')
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f'{source}: tensor {key} holds NaN or infinite values; expected finite weights')
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> BNASNet:
@@ -140,6 +160,10 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> BNASNet:
             feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
             **model_args,
         )
+    except CheckpointError as e:
+        if not pretrained:
+            raise
+        raise CheckpointError(f'{variant}: the pretrained weights from {_weights_source(model_args)}: {e}') from None
     except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError) as e:
         if not pretrained or (isinstance(e, RuntimeError) and not _is_load_error(e)):
             raise
@@ -168,6 +192,86 @@ def _weights_source(model_args: Dict[str, Any]) -> str:
                 return f"file {os.path.join(cfg[key], 'model.safetensors')}"
             return f'{key} {cfg[key]}'
     return 'the pretrained config'
+
+
+#: the arguments of a bnas network (what a config's model_args may hold)
+MODEL_ARGS = tuple(inspect.signature(BNASNet.__init__).parameters)[1:]
+ARCHITECTURES = (*VARIANTS, 'bnas_custom', *(f'{n}.{v.tag}' for n, v in VARIANTS.items()))
+
+
+def check_model_config(config: Any, source: str) -> Dict[str, Any]:
+    """Check timm config.json content of a bnas model (``architecture`` a bnas name, ``model_args`` a dict of
+    network arguments, ``num_classes`` a positive integer): raises CheckpointError naming ``source`` and field."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f'{source}: the model config is a JSON {type(config).__name__}; expected an object '
+                              f'with architecture and model_args')
+    arch = config.get('architecture')
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"{source}: field 'architecture' is {arch!r}; expected a bnas_zoo model "
+                              f"({', '.join(VARIANTS)} or bnas_custom)")
+    args = config.get('model_args', {})
+    if not isinstance(args, dict):
+        raise CheckpointError(f"{source}: field 'model_args' is a {type(args).__name__}; expected an object of "
+                              f"network arguments ({', '.join(MODEL_ARGS)})")
+    unknown = [k for k in args if k not in MODEL_ARGS]
+    if unknown:
+        raise CheckpointError(f"{source}: field 'model_args' holds unknown argument(s) {', '.join(map(str, unknown))}; "
+                              f"expected some of {', '.join(MODEL_ARGS)}")
+    if arch == 'bnas_custom':
+        missing = [k for k in ('genotype', 'layers', 'channels') if k not in args]
+        if missing:
+            raise CheckpointError(f"{source}: field 'model_args' lacks {', '.join(missing)}; bnas_custom needs "
+                                  f"genotype, layers and channels")
+    for key in ('num_classes', 'layers', 'channels', 'in_chans'):
+        for where, value in (('', config.get(key)), ('model_args.', args.get(key))):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1
+                                      or value > 1_000_000):
+                raise CheckpointError(f"{source}: field '{where}{key}' is {value!r}; expected a positive integer")
+    for key in ('drop_rate', 'drop_path_rate'):
+        value = args.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value < 1):
+            raise CheckpointError(f"{source}: field 'model_args.{key}' is {value!r}; expected a number in [0, 1)")
+    for key in ('pretrained_cfg', 'model_args'):
+        if key in config and not isinstance(config[key], dict):
+            raise CheckpointError(f"{source}: field {key!r} is a {type(config[key]).__name__}; expected an object")
+    return config
+
+
+def read_model_folder(folder: Any) -> Dict[str, Any]:
+    """The checked config.json of a model folder (``local-dir:``) that also holds model.safetensors."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f'{folder}: no such model folder; expected a folder with config.json and '
+                              f'model.safetensors (written by convert-official, bnas-train or save_for_hf)')
+    path = folder / 'config.json'
+    for name in ('config.json', 'model.safetensors'):
+        if not (folder / name).is_file():
+            raise CheckpointError(f'{folder}: no {name}; expected a model folder written by convert-official, '
+                                  f'by bnas-train or by timm.models.save_for_hf')
+    try:
+        config = json.loads(path.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, RecursionError):
+        raise CheckpointError(f'{path}: not readable JSON text') from None
+    except ValueError as e:
+        raise CheckpointError(f'{path}: not valid JSON ({first_line(e)})') from None
+    return check_model_config(config, str(path))
+
+
+def create_checked(name: str, **kwargs) -> BNASNet:
+    """``timm.create_model(name, **kwargs)`` for a command line or a file: a ``local-dir:`` folder is checked
+    first, and arguments that cannot build a network are a :class:`BnasError` instead of a raw exception."""
+    import timm
+    if name.startswith('local-dir:'):
+        read_model_folder(name[len('local-dir:'):])
+    unknown = [k for k in kwargs if k not in (*MODEL_ARGS, 'pretrained', 'pretrained_cfg_overlay')]
+    if unknown:
+        raise ModelConfigError(f"unknown model argument(s) {', '.join(unknown)}; expected some of {', '.join(MODEL_ARGS)}")
+    try:
+        return timm.create_model(name, **kwargs)
+    except BnasError:
+        raise
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError, OSError) as e:
+        raise ModelConfigError(f'{name}: cannot build the model: {first_line(e)}') from None
 
 
 @register_model

@@ -29,7 +29,8 @@ from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from bnas_zoo.errors import BnasError, CheckpointError
+from bnas_zoo.errors import BnasError, CheckpointError, ModelConfigError, first_line
+from bnas_zoo.files import output_folder
 from bnas_zoo.packing import load_1bit, save_1bit
 from bnas_zoo.profile import profile_model
 
@@ -54,26 +55,15 @@ class PublishResult:
 
 def load_model_folder(model_dir: Union[str, Path]):
     """Build the model of a folder (config.json + model.safetensors), with clear errors."""
-    import timm
-
     import bnas_zoo  # noqa: F401  (registers the architectures)
+    from bnas_zoo.registry import create_checked, read_model_folder
     model_dir = Path(model_dir)
-    for name in ('config.json', 'model.safetensors'):
-        if not (model_dir / name).is_file():
-            raise CheckpointError(f'{model_dir}: no {name}; expected a model folder written by convert-official, '
-                                  f'by bnas-train or by timm.models.save_for_hf')
+    config = read_model_folder(model_dir)
+    arch = config['architecture']
     try:
-        config = json.loads((model_dir / 'config.json').read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f'{model_dir / "config.json"}: not valid JSON ({e.msg}, line {e.lineno})') from None
-    arch = config.get('architecture')
-    if not isinstance(arch, str) or not arch.startswith('bnas_'):
-        raise CheckpointError(f"{model_dir / 'config.json'}: field 'architecture' is {arch!r}; expected a bnas_zoo "
-                              f"model (bnas_mini, bnas_a..bnas_h, bnas_custom)")
-    try:
-        model = timm.create_model(f'local-dir:{model_dir}', pretrained=True)
-    except RuntimeError as e:
-        raise CheckpointError(f'{model_dir}: cannot build {arch}: {str(e).splitlines()[0]}') from None
+        model = create_checked(f'local-dir:{model_dir}', pretrained=True)
+    except ModelConfigError as e:
+        raise CheckpointError(f'{model_dir}: cannot build {arch}: {e}') from None
     return model.eval(), config
 
 
@@ -194,8 +184,7 @@ def build_publish_folder(
         for r in eval_results:  # the words for the card's own dataset, where a result is on it
             if r['dataset'] == card_dataset and dataset_name:
                 r.setdefault('dataset_name', dataset_name)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(out_dir, '--out')
     save_for_hf(model, str(out_dir), model_args=model.architecture_args(), safe_serialization=True)
     config = json.loads((out_dir / 'config.json').read_text())
     save_1bit(model, out_dir / 'model-1bit.safetensors', config=config)
@@ -264,6 +253,7 @@ def publish(
         folder = build_publish_folder(model_dir, Path(tmp) / 'upload', repo_id, eval_results, recipe, license,
                                       dataset)
         if out is not None:
+            output_folder(out, '--out')
             shutil.copytree(folder, out, dirs_exist_ok=True)
         api = HfApi(token=token)
         try:
@@ -280,6 +270,9 @@ def publish(
         except HfHubHTTPError as e:
             # the message of huggingface_hub's errors never holds the token
             raise BnasError(f'publishing to {repo_id} failed: {str(e).splitlines()[0]}') from None
+        except (OSError, ConnectionError) + _network_errors() as e:
+            raise BnasError(f'publishing to {repo_id} failed: the Hugging Face Hub could not be reached '
+                            f'({type(e).__name__}: {first_line(e)}); nothing was uploaded') from None
         return PublishResult(repo_id, None, 'uploaded', commit_url=str(getattr(info, 'commit_url', info)),
                              files=list(PUBLISHED_FILES))
 
@@ -287,5 +280,20 @@ def publish(
 def load_1bit_from_hub(repo_id: str, revision: Optional[str] = None, cache_dir: Optional[Union[str, Path]] = None,
                        **create_kwargs):
     """Download ``model-1bit.safetensors`` of ``repo_id`` and rebuild the model from it alone."""
-    path = hf_hub_download(repo_id, 'model-1bit.safetensors', revision=revision, cache_dir=cache_dir)
+    try:
+        path = hf_hub_download(repo_id, 'model-1bit.safetensors', revision=revision, cache_dir=cache_dir)
+    except (HfHubHTTPError, HFValidationError, OSError, ConnectionError) + _network_errors() as e:
+        raise CheckpointError(f'{repo_id}: model-1bit.safetensors could not be downloaded from the Hugging Face Hub '
+                              f'({type(e).__name__}: {first_line(e)})') from None
     return load_1bit(path, **create_kwargs)
+
+
+def _network_errors() -> tuple:
+    """The transport errors of the HTTP client huggingface_hub uses (httpx or requests)."""
+    errors = []
+    for module, name in (('httpx', 'HTTPError'), ('requests', 'RequestException')):
+        try:
+            errors.append(getattr(__import__(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)

@@ -2,6 +2,7 @@
 checkpoints with exact resume, distributed data parallel, per-epoch summaries and curves."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -24,15 +25,17 @@ from timm.utils import AverageMeter, ModelEmaV3, NativeScaler, accuracy, dispatc
 from tqdm import tqdm
 
 from bnas_zoo.binary import attach_latent_projection, binary_param_names
-from bnas_zoo.errors import BnasError, CheckpointError
+from bnas_zoo.errors import BnasError, CheckpointError, first_line
 from bnas_zoo.files import atomic_write
 
 __all__ = ['TrainSetup', 'param_groups', 'run_training', 'evaluate', 'save_checkpoint', 'load_checkpoint',
-           'autocast', 'rng_state', 'set_rng_state']
+           'autocast', 'rng_state', 'set_rng_state', 'write_checkpoint_unit', 'read_checkpoint_unit',
+           'check_state_dict_fits', 'CHECKPOINT_MANIFEST']
 
 CHECKPOINT_WEIGHTS = 'checkpoint.safetensors'
 CHECKPOINT_STATE = 'checkpoint_state.pt'
 CHECKPOINT_EMA = 'checkpoint_ema.safetensors'
+CHECKPOINT_MANIFEST = 'checkpoint.json'  # written last: names the files of one checkpoint, its epoch, checksums
 
 
 @dataclass
@@ -99,45 +102,159 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checkpoint_unit(folder: Path, manifest: str, writers: Dict[str, Any], epoch: int, **extra: Any) -> None:
+    """Write a checkpoint of several files as one unit: each file to ``NAME.new``, then the manifest (epoch and
+    checksums, atomically: the commit point), then each ``NAME.new`` renamed to ``NAME``. A process killed at any
+    moment leaves either the previous checkpoint or this one, which :func:`read_checkpoint_unit` completes."""
+    files = {}
+    for name, write in writers.items():
+        write(folder / f'{name}.new')
+        files[name] = _sha256(folder / f'{name}.new')
+    info = dict(epoch=epoch, files=files, **extra)
+    atomic_write(folder / manifest, lambda p: p.write_text(json.dumps(info, indent=2) + '\n'))
+    for name in files:
+        os.replace(folder / f'{name}.new', folder / name)
+
+
+def read_checkpoint_unit(folder: Path, manifest: str, what: str = '--resume') -> Dict[str, Any]:
+    """The manifest of the checkpoint in ``folder``, after checking that every file it names is the one written
+    with it (finishing the renames of a write that was interrupted); a CheckpointError otherwise."""
+    path = folder / manifest
+    if not path.is_file():
+        raise CheckpointError(f'{what} {folder}: no {manifest}, so no complete checkpoint (the run never finished '
+                              f'an epoch, or was written by an older bnas_zoo without checkpoint manifests)')
+    try:
+        info = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise CheckpointError(f'{what} {path}: not valid JSON ({first_line(e)})') from None
+    files = info.get('files') if isinstance(info, dict) else None
+    if (not isinstance(files, dict) or not files or not isinstance(info.get('epoch'), int)
+            or not all(isinstance(k, str) and '/' not in k and isinstance(v, str) for k, v in files.items())):
+        raise CheckpointError(f"{what} {path}: expected an object with 'epoch' (an integer) and 'files' "
+                              f"(file name -> sha256)")
+    for name, digest in files.items():
+        final, new = folder / name, folder / f'{name}.new'
+        if final.is_file() and _sha256(final) == digest:
+            continue
+        if new.is_file() and _sha256(new) == digest:  # killed between the manifest and the renames: finish them
+            try:
+                os.replace(new, final)
+            except FileNotFoundError:  # another process (a torchrun rank) finished it first
+                pass
+            continue
+        raise CheckpointError(f'{what} {folder}: {name} is not the file of the epoch-{info["epoch"] + 1} checkpoint '
+                              f'named in {manifest} (missing, or its sha256 differs: modified or from another '
+                              f'epoch); the checkpoint cannot be trusted')
+    return info
+
+
 def save_checkpoint(output: Path, model: nn.Module, optimizer, scheduler, epoch: int, best: Dict[str, Any],
                     history: List[Dict[str, Any]], model_name: str, ema: Optional[nn.Module] = None) -> None:
-    """Weights (safetensors) and training state, each written atomically; the state file last."""
+    """Weights (safetensors), their EMA and the training state, written as one unit (:func:`write_checkpoint_unit`)."""
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    atomic_write(output / CHECKPOINT_WEIGHTS, lambda p: save_file(state, str(p), metadata={'model': model_name}))
+    writers = {CHECKPOINT_WEIGHTS: lambda p: save_file(state, str(p), metadata={'model': model_name})}
     if ema is not None:
         ema_state = {k: v.contiguous() for k, v in ema.state_dict().items()}
-        atomic_write(output / CHECKPOINT_EMA, lambda p: save_file(ema_state, str(p), metadata={'model': model_name}))
-    payload = dict(epoch=epoch, model=model_name, optimizer=optimizer.state_dict(),
+        writers[CHECKPOINT_EMA] = lambda p: save_file(ema_state, str(p), metadata={'model': model_name})
+    payload = dict(epoch=epoch, model=model_name, optimizer=optimizer.state_dict(), optimizer_type=type(optimizer).__name__,
                    scheduler=scheduler.state_dict(), rng=rng_state(), best=best, history=history)
-    atomic_write(output / CHECKPOINT_STATE, lambda p: torch.save(payload, p))
+    writers[CHECKPOINT_STATE] = lambda p: torch.save(payload, p)
+    write_checkpoint_unit(output, CHECKPOINT_MANIFEST, writers, epoch, model=model_name)
+
+
+def check_state_dict_fits(tensors: Dict[str, torch.Tensor], model: nn.Module, source: str) -> None:
+    """A CheckpointError naming the missing, unexpected and wrong-shaped tensors, when there are any."""
+    ours = model.state_dict()
+    missing = [k for k in ours if k not in tensors]
+    unexpected = [k for k in tensors if k not in ours]
+    shapes = [f'{k} {list(tensors[k].shape)} (expected {list(ours[k].shape)})' for k in ours
+              if k in tensors and tensors[k].shape != ours[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(f'{source}: the weights do not fit the model (other channels, layers or genotype?): '
+                              f'missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {shapes[:3]}')
+    for k, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f'{source}: tensor {k} holds NaN or infinite values')
+
+
+_STATE_TYPES = dict(epoch=int, model=str, optimizer=dict, scheduler=dict, rng=dict, best=dict, history=list)
+
+
+def _check_optimizer_state(saved: Dict[str, Any], optimizer, source: str, saved_type: Optional[str]) -> None:
+    ours = optimizer.state_dict()['param_groups']
+    groups = saved.get('param_groups')
+    if saved_type is not None and saved_type != type(optimizer).__name__:
+        raise CheckpointError(f'{source}: the run used the optimizer {saved_type}, not {type(optimizer).__name__}; '
+                              f'resume with the same --opt')
+    if not isinstance(groups, list) or not isinstance(saved.get('state'), dict) or len(groups) != len(ours) or any(
+            not isinstance(g, dict) or set(g) != set(o) or len(g.get('params', ())) != len(o['params'])
+            for g, o in zip(groups, ours)):
+        raise CheckpointError(f'{source}: the saved optimizer state does not fit this optimizer '
+                              f'({type(optimizer).__name__}): another --opt, or other parameters; resume with the '
+                              f'settings of the run')
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, model_name: str,
                     ema: Optional[nn.Module] = None) -> Dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG state; returns the state (epoch, best, history)."""
+    """Restore weights, optimizer, scheduler and RNG state; returns the state (epoch, best, history).
+
+    Everything is checked before anything is restored: the checkpoint unit (manifest), the state's fields, the
+    weights' names and shapes, the optimizer's kind; a CheckpointError names what does not fit."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    weights, state_file = folder / CHECKPOINT_WEIGHTS, folder / CHECKPOINT_STATE
-    if not weights.is_file() or not state_file.is_file():
-        raise CheckpointError(f'--resume {path}: expected {CHECKPOINT_WEIGHTS} and {CHECKPOINT_STATE} in {folder}')
+    info = read_checkpoint_unit(folder, CHECKPOINT_MANIFEST)
+    state_file = folder / CHECKPOINT_STATE
     try:
         state = torch.load(state_file, map_location='cpu', weights_only=True)
-        tensors = load_file(str(weights))
+        tensors = load_file(str(folder / CHECKPOINT_WEIGHTS))
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same error for the user
-        raise CheckpointError(f'--resume {folder}: unreadable checkpoint ({str(e).splitlines()[0]})') from None
-    if state.get('model') != model_name:
+        raise CheckpointError(f'--resume {folder}: unreadable checkpoint ({first_line(e)})') from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f'--resume {state_file}: a {type(state).__name__}; expected the training state (a dict)')
+    for key, kind in _STATE_TYPES.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise CheckpointError(f"--resume {state_file}: field {key!r} is {type(state.get(key)).__name__}; "
+                                  f"expected {kind.__name__}")
+    if state['model'] != model_name:
         raise CheckpointError(f"--resume {folder}: a checkpoint of {state.get('model')!r}, not of {model_name!r}")
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f'--resume {folder}: weights do not fit {model_name} '
-                              f'(missing {missing[:5]}, unexpected {unexpected[:5]})')
+    if state['epoch'] != info['epoch']:
+        raise CheckpointError(f"--resume {folder}: {CHECKPOINT_STATE} is of epoch {state['epoch'] + 1} but "
+                              f"{CHECKPOINT_MANIFEST} names epoch {info['epoch'] + 1}")
+    rows = state['history']
+    row_keys = {'epoch', 'train_loss', 'train_top1', 'eval_loss', 'eval_top1'}
+    if not all(isinstance(h, dict) and set(h) == set(rows[0]) and row_keys <= set(h) and isinstance(h['epoch'], int)
+               and all(isinstance(h[k], (int, float)) for k in row_keys) for h in rows) or not (
+            isinstance(state['best'].get('top1'), (int, float)) and isinstance(state['best'].get('epoch'), int)):
+        raise CheckpointError(f"--resume {state_file}: fields 'history' / 'best' are not the run's per-epoch rows")
+    check_state_dict_fits(tensors, model, f'--resume {folder / CHECKPOINT_WEIGHTS}')
+    ema_tensors = None
     if ema is not None:
-        if not (folder / CHECKPOINT_EMA).is_file():
+        if CHECKPOINT_EMA not in info['files']:
             raise CheckpointError(f'--resume {folder}: the run kept no EMA weights; resume without --model-ema')
-        ema.load_state_dict(load_file(str(folder / CHECKPOINT_EMA)))
-    optimizer.load_state_dict(state['optimizer'])
-    scheduler.load_state_dict(state['scheduler'])
-    set_rng_state(state['rng'])
+        try:
+            ema_tensors = load_file(str(folder / CHECKPOINT_EMA))
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f'--resume {folder / CHECKPOINT_EMA}: unreadable ({first_line(e)})') from None
+        check_state_dict_fits(ema_tensors, ema, f'--resume {folder / CHECKPOINT_EMA}')
+    _check_optimizer_state(state['optimizer'], optimizer, f'--resume {state_file}', state.get('optimizer_type'))
+    try:
+        model.load_state_dict(tensors)
+        if ema_tensors is not None:
+            ema.load_state_dict(ema_tensors)
+        optimizer.load_state_dict(state['optimizer'])
+        scheduler.load_state_dict(state['scheduler'])
+        set_rng_state(state['rng'])
+    except Exception as e:  # noqa: BLE001 - a field of the right type but wrong content
+        raise CheckpointError(f'--resume {state_file}: the optimizer, scheduler or RNG state does not load '
+                              f'({type(e).__name__}: {first_line(e)})') from None
     return state
 
 
@@ -255,6 +372,9 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
     if s.resume:
         state = load_checkpoint(s.resume, model, optimizer, scheduler, s.model_name, ema.module if ema else None)
         start_epoch, best, history = state['epoch'] + 1, state['best'], state['history']
+        if _rank() == 0 and history:  # a run killed while writing them: the checkpoint's history repairs them
+            _write_summaries(s.output, history)
+            _plot(history, s.output / 'curves.png', f'{s.model_name} ({r.get("description", "")})')
 
     train_model = model
     if _distributed():
@@ -305,6 +425,10 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
             bar.set_postfix(loss=f'{loss_m.avg:.3f}', top1=f'{top1_m.avg:.1f}',
                             img_s=f'{seen / (time.perf_counter() - t0):.0f}')
         scheduler.step(epoch + 1)
+        for name, p in model.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                raise BnasError(f'epoch {epoch + 1}: parameter {name} is no longer finite (NaN or infinite); the '
+                                f'training diverged and this epoch was not saved; lower the learning rate')
         metrics = evaluate(model, eval_loader, device, amp=s.amp, channels_last=s.channels_last)
         row = dict(epoch=epoch + 1, lr=optimizer.param_groups[0]['lr'], train_loss=loss_m.avg, train_top1=top1_m.avg,
                    eval_loss=metrics['loss'], eval_top1=metrics['top1'], eval_top5=metrics['top5'],

@@ -1,6 +1,7 @@
 """Training recipes: YAML files holding every hyper-parameter, each overridable from the command line."""
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -38,6 +39,26 @@ RECIPE_KEYS: Dict[str, tuple] = {
 }
 
 
+#: the values a recipe key may take (low, high exclusive or None, in words), beyond its type
+RANGES: Dict[str, tuple] = {
+    'lr': (1e-12, None, 'a positive finite number'),
+    'weight_decay': (0, None, 'a finite number >= 0'),
+    'momentum': (0, 1, 'a number in [0, 1)'),
+    'sched_cycle_epochs': (1, None, 'null or an integer >= 1'),
+    'cycle_decay': (1e-12, None, 'a positive finite number'),
+    'min_lr': (0, None, 'a finite number >= 0'),
+    'warmup_epochs': (0, None, 'an integer >= 0'),
+    'warmup_lr': (0, None, 'a finite number >= 0'),
+    'label_smoothing': (0, 1, 'a number in [0, 1)'),
+    'color_jitter': (0, None, 'a finite number >= 0'),
+    'hflip': (0, 1, 'a probability in [0, 1]'),
+    'random_crop_padding': (0, None, 'null or an integer >= 0'),
+    'drop_path': (0, 1, 'a probability in [0, 1)'),
+    'drop_rate': (0, 1, 'a probability in [0, 1)'),
+    'grad_clip': (1e-12, None, 'null or a positive finite number'),
+}
+
+
 class RecipeError(BnasError):
     """A recipe file or override that does not fit."""
 
@@ -68,6 +89,13 @@ def _check(recipe: Dict[str, Any], source: str) -> Dict[str, Any]:
             raise RecipeError(f'{source}: recipe key {key!r} is {value!r}; expected {names}')
     if recipe['epochs'] < 1 or recipe['batch_size'] < 1 or recipe['lr'] <= 0:
         raise RecipeError(f'{source}: epochs, batch_size and lr must be positive')
+    for key, (low, high, expected) in RANGES.items():
+        value = recipe[key]
+        if value is None or isinstance(value, (bool, str)):
+            continue
+        if not (math.isfinite(value) and low <= value and (high is None or value < high or
+                                                             (key == 'hflip' and value == 1))):
+            raise RecipeError(f'{source}: recipe key {key!r} is {value!r}; expected {expected}')
     return recipe
 
 

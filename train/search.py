@@ -27,7 +27,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from bnas_zoo.errors import BnasError, CheckpointError
+from bnas_zoo.errors import BnasError, CheckpointError, first_line, run_cli
 from bnas_zoo.files import atomic_write
 
 __all__ = ['main', 'search']
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--amp', choices=['bf16', 'fp16'])
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--debug', action='store_true', help='on an error, show the Python traceback too')
     return p
 
 
@@ -92,6 +93,13 @@ def _check(args) -> Dict[str, Any]:
         raise BnasError(f'--lam {args.lam}: expected >= 0')
     if not (args.tau > 0 and math.isfinite(args.tau)):
         raise BnasError(f'--tau {args.tau}: expected > 0 (epochs)')
+    for flag, value, positive in (('--lr', args.lr, True), ('--arch-lr', args.arch_lr, True),
+                                  ('--min-lr', args.min_lr, False), ('--weight-decay', args.weight_decay, False),
+                                  ('--arch-weight-decay', args.arch_weight_decay, False)):
+        if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise BnasError(f"{flag} {value}: expected a {'positive' if positive else 'non-negative'} finite number")
+    if (args.train_subset is not None and args.train_subset < 1) or args.workers < 0:
+        raise BnasError('--train-subset >= 1 and --workers >= 0 expected')
     if args.epochs < 1 or args.layers < 3 or args.channels < 2 or args.batch_size < 1:
         raise BnasError('--epochs >= 1, --layers >= 3, --channels >= 2 and --batch-size >= 1 expected')
     out = Path(args.out)
@@ -132,6 +140,50 @@ def _plot(history: List[Dict[str, Any]], ops: List[str], path: Path) -> None:
     plt.close(fig)
 
 
+SEARCH_MANIFEST = 'search_checkpoint.json'
+
+
+def _resume(run_dir: Path, model, w_opt, a_opt, sched, config: Dict[str, Any]) -> Dict[str, Any]:
+    """Restore a search from the checkpoint unit in ``run_dir``, everything checked before anything is used."""
+    from .engine import check_state_dict_fits, read_checkpoint_unit, set_rng_state
+    info = read_checkpoint_unit(run_dir, SEARCH_MANIFEST)
+    state_path = run_dir / 'search_state.pt'
+    try:
+        state = torch.load(state_path, map_location='cpu', weights_only=True)
+        weights = load_file(str(run_dir / 'supernet.safetensors'))
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same error for the user
+        raise CheckpointError(f'--resume {run_dir}: unreadable checkpoint ({first_line(e)})') from None
+    kinds = dict(epoch=int, w_opt=dict, a_opt=dict, sched=dict, rng=dict, history=list, config=dict)
+    if not isinstance(state, dict) or any(not isinstance(state.get(k), t) for k, t in kinds.items()):
+        raise CheckpointError(f"--resume {state_path}: expected the search state (a dict with "
+                              f"{', '.join(kinds)}), got {type(state).__name__} with other fields")
+    if state['epoch'] != info['epoch']:
+        raise CheckpointError(f"--resume {run_dir}: search_state.pt is of epoch {state['epoch'] + 1} but "
+                              f"{SEARCH_MANIFEST} names epoch {info['epoch'] + 1}")
+    if state['config'] != config:
+        raise CheckpointError(f'--resume {run_dir}: that search used other settings ({state["config"]})')
+    if not all(isinstance(h, dict) and {'epoch', 'probs', 'entropy', 'learnable_share'} <= set(h)
+               for h in state['history']):
+        raise CheckpointError(f"--resume {state_path}: field 'history' is not the search's per-epoch rows")
+    check_state_dict_fits(weights, model, f'--resume {run_dir / "supernet.safetensors"}')
+    try:
+        model.load_state_dict(weights)
+        w_opt.load_state_dict(state['w_opt'])
+        a_opt.load_state_dict(state['a_opt'])
+        sched.load_state_dict(state['sched'])
+        set_rng_state(state['rng'])
+    except Exception as e:  # noqa: BLE001 - a field of the right type but wrong content
+        raise CheckpointError(f'--resume {state_path}: the optimizer, scheduler or RNG state does not load '
+                              f'({type(e).__name__}: {first_line(e)})') from None
+    return state
+
+
+def _check_finite(t: torch.Tensor, what: str, epoch: int) -> None:
+    if not bool(torch.isfinite(t.detach()).all()):
+        raise BnasError(f'epoch {epoch + 1}: {what} is no longer finite (NaN or infinite); the search diverged and '
+                        f'nothing was written for this epoch; lower --lr / --arch-lr')
+
+
 def _atomic_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + '\n'))
 
@@ -148,7 +200,7 @@ def search(args) -> Dict[str, Any]:
     from bnas_zoo.registry import CIFAR10_MEAN, CIFAR10_STD
 
     from .data import build_datasets, data_source, embedded_data_config
-    from .engine import autocast, evaluate, rng_state, set_rng_state
+    from .engine import autocast, evaluate, rng_state, write_checkpoint_unit
     from .recipes import load_recipe
 
     checked = _check(args)
@@ -185,18 +237,12 @@ def search(args) -> Dict[str, Any]:
 
     start, history = 0, []
     if args.resume:
-        state_path = run_dir / 'search_state.pt'
-        if not state_path.is_file():
-            raise CheckpointError(f'--resume: no search_state.pt in {run_dir}')
-        state = torch.load(state_path, map_location='cpu', weights_only=True)
-        if state['config'] != dict(ops=ops, layers=args.layers, channels=args.channels, skip=not args.no_skip):
-            raise CheckpointError(f'--resume {run_dir}: that search used other settings ({state["config"]})')
-        model.load_state_dict(load_file(str(run_dir / 'supernet.safetensors')))
-        w_opt.load_state_dict(state['w_opt'])
-        a_opt.load_state_dict(state['a_opt'])
-        sched.load_state_dict(state['sched'])
-        set_rng_state(state['rng'])
+        state = _resume(run_dir, model, w_opt, a_opt, sched, dict(ops=ops, layers=args.layers, channels=args.channels,
+                                                                    skip=not args.no_skip))
         start, history = state['epoch'] + 1, state['history']
+        if history:  # a search killed while writing them: the checkpoint's history repairs them
+            _atomic_json(run_dir / 'search_log.json', [{k: v for k, v in h.items() if k != 'probs'} for h in history])
+            _plot(history, ops, run_dir / 'alphas.png')
 
     learnable = [o for o in ops if o in CONV_OPS]
     for epoch in range(start, args.epochs):
@@ -215,11 +261,13 @@ def search(args) -> Dict[str, Any]:
             with autocast(device, args.amp):
                 loss_a = criterion(model(xa), ya)
             loss_a = loss_a + diversity_regularizer(model.probabilities(), epoch, lam, args.tau)
+            _check_finite(loss_a, 'the architecture loss', epoch)
             scaler.scale(loss_a).backward()
             scaler.step(a_opt)
             w_opt.zero_grad(set_to_none=True)  # weight step
             with autocast(device, args.amp):
                 loss_w = criterion(model(xw), yw)
+            _check_finite(loss_w, 'the weight loss', epoch)
             scaler.scale(loss_w).backward()
             scaler.unscale_(w_opt)
             nn.utils.clip_grad_norm_(model.weight_parameters(), 5.0)
@@ -229,6 +277,8 @@ def search(args) -> Dict[str, Any]:
             loss_sum += loss_w.item() * yw.shape[0]
             bar.set_postfix(loss=f'{loss_sum / seen:.3f}', img_s=f'{2 * seen / (time.perf_counter() - t0):.0f}')
         sched.step(epoch + 1)
+        for name, p in model.named_parameters():
+            _check_finite(p, f'parameter {name}', epoch)
         probs = {k: v.detach().cpu() for k, v in model.probabilities().items()}
         geno = derive_genotype(probs, ops, model.steps, 1.0, not args.no_zeroise)
         val = evaluate(model, torch.utils.data.DataLoader(arch_half, args.batch_size), device)
@@ -239,11 +289,11 @@ def search(args) -> Dict[str, Any]:
                    probs={k: v.tolist() for k, v in probs.items()})
         history.append(row)
         weights = {k: v.contiguous() for k, v in model.state_dict().items()}
-        atomic_write(run_dir / 'supernet.safetensors', lambda tmp: save_file(weights, str(tmp)))
         state = dict(epoch=epoch, w_opt=w_opt.state_dict(), a_opt=a_opt.state_dict(), sched=sched.state_dict(),
                      rng=rng_state(), history=history,
                      config=dict(ops=ops, layers=args.layers, channels=args.channels, skip=not args.no_skip))
-        atomic_write(run_dir / 'search_state.pt', lambda tmp: torch.save(state, tmp))
+        write_checkpoint_unit(run_dir, SEARCH_MANIFEST, {'supernet.safetensors': lambda tmp: save_file(weights, str(tmp)),
+                                                         'search_state.pt': lambda tmp: torch.save(state, tmp)}, epoch)
         _atomic_json(run_dir / 'search_log.json', [{k: v for k, v in h.items() if k != 'probs'} for h in history])
         _plot(history, ops, run_dir / 'alphas.png')
         print(f"epoch {epoch + 1}: loss {row['train_loss']:.3f}, arch-half top-1 {row['arch_half_top1']:.1f} %, "
@@ -266,11 +316,14 @@ def search(args) -> Dict[str, Any]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result = search(args)
-    except BnasError as e:
-        print(f'bnas-search: error: {e}', file=sys.stderr)
-        return 2
+    result = {}
+
+    def run() -> int:
+        result.update(search(args))
+        return 0
+    code = run_cli('bnas-search', run, args.debug)
+    if code:
+        return code
     print('wrote ' + ', '.join(result['files']))
     print(f"build it: timm.create_model('bnas_custom', genotype='{result['files'][0]}', layers=8, channels=16, "
           f"stem='cifar', num_classes=10)")

@@ -23,7 +23,7 @@ from typing import List, Optional
 import torch
 import yaml
 
-from bnas_zoo.errors import BnasError
+from bnas_zoo.errors import BnasError, run_cli
 
 from .recipes import RECIPE_KEYS, list_recipes, load_recipe
 
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--workers', type=int, default=0, help='data loader processes')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.add_argument('--train-subset', type=int, help='train on the first N training images only (smoke runs)')
+    p.add_argument('--debug', action='store_true', help='on an error, show the Python traceback too')
     g = p.add_argument_group('recipe overrides (each recipe key)')
     for key, types in RECIPE_KEYS.items():
         if key in ('description', 'data'):
@@ -82,22 +83,30 @@ def _check_output(output: Path, resume: Optional[str], overwrite: bool) -> None:
         probe.unlink()
     except OSError as e:
         raise BnasError(f'--output {output}: not writable ({e.strerror})') from None
-    if resume is None and not overwrite and (output / 'checkpoint_state.pt').exists():
+    if resume is None and not overwrite and any((output / f).exists() for f in ('checkpoint_state.pt', 'checkpoint.json')):
         raise BnasError(f'--output {output} already holds a run: continue it with --resume, or start again with --overwrite')
 
 
 def _model_kwargs(items: List[str]) -> dict:
+    from bnas_zoo.registry import MODEL_ARGS
     out = {}
     for item in items:
         if '=' not in item:
             raise BnasError(f'--model-arg {item!r}: expected KEY=VALUE')
         k, v = item.split('=', 1)
-        out[k] = yaml.safe_load(v)
+        if k not in MODEL_ARGS or k in ('num_classes', 'drop_rate'):
+            raise BnasError(f"--model-arg {item!r}: unknown model argument {k!r}; expected one of "
+                            f"{', '.join(a for a in MODEL_ARGS if a not in ('num_classes', 'drop_rate'))} "
+                            f"(the classes come from the data or --num-classes, drop_rate from the recipe)")
+        try:
+            out[k] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            raise BnasError(f'--model-arg {item!r}: the value is not a YAML scalar') from None
     return out
 
 
 # flags that only say how this invocation continues or restarts a run, not what the run is
-_INVOCATION_FLAGS = {'--resume': 'optional', '--stop-after': 'value', '--overwrite': 'flag'}
+_INVOCATION_FLAGS = {'--resume': 'optional', '--stop-after': 'value', '--overwrite': 'flag', '--debug': 'flag'}
 
 
 def reproduce_command(argv: List[str]) -> str:
@@ -118,15 +127,21 @@ def reproduce_command(argv: List[str]) -> str:
     return ' '.join([prog, shlex.join(kept)]) if kept else prog
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    for flag, value, least in (('--train-subset', args.train_subset, 1), ('--stop-after', args.stop_after, 1),
+                               ('--head-epochs', args.head_epochs, 0), ('--workers', args.workers, 0),
+                               ('--num-classes', args.num_classes, 1)):
+        if value is not None and value < least:
+            raise BnasError(f'{flag} {value}: expected an integer >= {least}')
+    if args.model_ema is not None and not 0 < args.model_ema < 1:
+        raise BnasError(f'--model-ema {args.model_ema}: expected a decay in (0, 1), e.g. 0.9998')
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.command = reproduce_command(argv)
-    try:
-        return _main(args)
-    except BnasError as e:
-        print(f'bnas-train: error: {e}', file=sys.stderr)
-        return 2
+    return run_cli('bnas-train', lambda: _main(args), args.debug)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -138,6 +153,8 @@ def _main(args: argparse.Namespace) -> int:
     from .data import build_datasets, data_facts, data_source, embedded_data_config
     from .engine import TrainSetup, run_training
 
+    from bnas_zoo.registry import create_checked
+    _check_args(args)
     data = data_source(args.data, args.data_dir)
     base = args.model.split(':')[-1].split('/')[-1].split('.')[0]
     if args.model.split(':')[0] not in ('local-dir', 'hf-hub') and args.model not in (*VARIANTS, 'bnas_custom'):
@@ -162,7 +179,7 @@ def _main(args: argparse.Namespace) -> int:
     # the model first (its data config decides the transforms), then the data, then the head size
     kwargs = _model_kwargs(args.model_arg)
     pretrained = args.pretrained or args.model.startswith(('local-dir:', 'hf-hub:'))
-    probe = timm.create_model(args.model, pretrained=False, **kwargs)
+    probe = create_checked(args.model, pretrained=False, **kwargs)
     data_cfg = timm.data.resolve_data_config({}, model=probe)
     if data == 'embedded':
         data_cfg = embedded_data_config(data_cfg)
@@ -174,11 +191,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.num_classes is not None and args.num_classes != classes:
         raise BnasError(f'--num-classes {args.num_classes}: the dataset has {classes} classes; a head of '
                         f'{args.num_classes} outputs does not fit it')
-    try:
-        model = timm.create_model(args.model, pretrained=pretrained, num_classes=classes,
-                                  drop_rate=recipe['drop_rate'], **kwargs)
-    except RuntimeError as e:
-        raise BnasError(f'--model {args.model}: {str(e).splitlines()[0]}') from None
+    model = create_checked(args.model, pretrained=pretrained, num_classes=classes, drop_rate=recipe['drop_rate'],
+                           **kwargs)
     arch = model.pretrained_cfg.get('architecture', base)
     setup = TrainSetup(
         model=model, train_ds=train_ds, eval_ds=eval_ds, recipe=recipe, output=output, model_name=arch,

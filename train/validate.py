@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import torch
 
-from bnas_zoo.errors import BnasError, CheckpointError
+from bnas_zoo.errors import BnasError, CheckpointError, run_cli
 
 __all__ = ['main']
 
@@ -32,16 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default=None)
     p.add_argument('--amp', choices=['bf16', 'fp16'])
     p.add_argument('--json', action='store_true', help='print the result as JSON')
+    p.add_argument('--debug', action='store_true', help='on an error, show the Python traceback too')
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return _main(args)
-    except BnasError as e:
-        print(f'bnas-validate: error: {e}', file=sys.stderr)
-        return 2
+    return run_cli('bnas-validate', lambda: _main(args), args.debug)
 
 
 def _main(args) -> int:
@@ -50,21 +47,20 @@ def _main(args) -> int:
     from safetensors.torch import load_file
 
     import bnas_zoo  # noqa: F401
+    from bnas_zoo.registry import check_weights, create_checked
     from .data import build_datasets, data_source, embedded_data_config
     from .engine import evaluate
     from .recipes import load_recipe
 
     data = data_source(args.data, args.data_dir)
     pretrained = args.pretrained or args.model.startswith(('local-dir:', 'hf-hub:'))
-    try:
-        model = timm.create_model(args.model, pretrained=pretrained)
-    except RuntimeError as e:
-        raise BnasError(f'--model {args.model}: {str(e).splitlines()[0]}') from None
+    model = create_checked(args.model, pretrained=pretrained)
     if args.checkpoint:
         try:
             state = load_file(args.checkpoint)
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f'--checkpoint {args.checkpoint}: not a readable safetensors file ({e})') from None
+        check_weights(state, model.state_dict(), f'--checkpoint {args.checkpoint}')
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
