@@ -66,6 +66,86 @@ def test_gamma_derivation_zeroise_wins_only_at_gamma_1():
         derive_cell(p, OPS, 4, gamma=0)
 
 
+def _one_edge_probs(zeroise: float, conv: float) -> torch.Tensor:
+    """Every edge a clear bin_conv_3x3 (0.7) except node 2's edge from input 0: Zeroise vs bin_conv_5x5."""
+    p = torch.full((14, 7), 0.05)
+    p[:, OPS.index('bin_conv_3x3')] = 0.70
+    p[0] = 0.0
+    p[0, OPS.index('none')] = zeroise
+    p[0, OPS.index('bin_conv_5x5')] = conv
+    return p
+
+
+@pytest.mark.parametrize('zeroise, conv, gamma, expected', [
+    (0.40, 0.10, 3.0, 'none'),           # 0.40 / 3 = 0.133 > 0.10 (gamma squared would give 0.044: the conv)
+    (0.40, 0.14, 3.0, 'bin_conv_5x5'),   # 0.133 < 0.14
+    (0.40, 0.19, 2.0, 'none'),           # 0.20 > 0.19 (gamma squared: 0.10 < 0.19)
+    (0.40, 0.21, 2.0, 'bin_conv_5x5'),   # 0.20 < 0.21
+    (0.40, 0.30, 1.0, 'none'),           # gamma 1 keeps Zeroise as found
+    (0.40, 0.41, 1.0, 'bin_conv_5x5'),
+    (0.10, 0.30, 0.25, 'none'),          # gamma < 1 favours Zeroise: 0.40 > 0.30 (gamma squared: 1.6)
+    (0.10, 0.45, 0.25, 'bin_conv_5x5'),  # 0.40 < 0.45 (gamma squared: 1.6 > 0.45, Zeroise)
+])
+def test_gamma_rule_on_both_sides_of_the_boundary(zeroise, conv, gamma, expected):
+    """Eq. 5: Zeroise competes with p(none) / gamma, not p(none) / gamma ** 2 or p(none) * gamma."""
+    cell = derive_cell(_one_edge_probs(zeroise, conv), OPS, 4, gamma=gamma)
+    assert cell[0] == (expected, 0)
+    assert cell[2:] == derive_cell(_one_edge_probs(zeroise, conv), OPS, 4, gamma=1.0)[2:]  # other nodes untouched
+
+
+def test_gamma_also_ranks_the_edges():
+    """The divided Zeroise probability is the edge's strength when the two strongest inputs of a node are chosen."""
+    p = torch.full((14, 7), 0.05)
+    p[:, OPS.index('bin_conv_3x3')] = 0.70
+    p[2:5] = 0.01                                         # node 3: inputs 0, 1, 2
+    p[2, OPS.index('none')], p[2, OPS.index('bin_conv_5x5')] = 0.40, 0.10
+    p[3, OPS.index('bin_conv_5x5')] = 0.30
+    p[4, OPS.index('avg_pool_3x3')] = 0.20
+    assert derive_cell(p, OPS, 4, gamma=1.0)[2:4] == [('none', 0), ('bin_conv_5x5', 1)]
+    # gamma 3: input 0 keeps Zeroise (0.133 > 0.10) but ranks below inputs 1 (0.30) and 2 (0.20)
+    assert derive_cell(p, OPS, 4, gamma=3.0)[2:4] == [('bin_conv_5x5', 1), ('avg_pool_3x3', 2)]
+    # DARTS rule: Zeroise never selected, input 0 ranked by its best other op (0.10): inputs 1 and 2 again
+    assert derive_cell(p, OPS, 4, keep_zeroise=False)[2:4] == [('bin_conv_5x5', 1), ('avg_pool_3x3', 2)]
+    p[2, OPS.index('bin_conv_5x5')] = 0.25                # now its best other op beats input 2's 0.20
+    assert derive_cell(p, OPS, 4, keep_zeroise=False)[2:4] == [('bin_conv_5x5', 0), ('bin_conv_5x5', 1)]
+
+
+def test_gamma_equals_dividing_the_zeroise_column():
+    """derive(p, gamma=g) == derive(p', gamma=1), p' = p with the Zeroise column divided by g (random p and g)."""
+    gen = torch.Generator().manual_seed(13)
+    z = OPS.index('none')
+    differs = 0
+    for _ in range(40):
+        logits = 1.5 * torch.randn(14, 7, generator=gen)
+        logits[:, z] += 1.0                               # Zeroise often competitive, as in real searches
+        p = torch.softmax(logits, dim=-1)
+        g = float(torch.empty(1).uniform_(0.3, 6.0, generator=gen))
+        scaled = p.clone()
+        scaled[:, z] /= g
+        assert derive_cell(p, OPS, 4, gamma=g) == derive_cell(scaled, OPS, 4, gamma=1.0), g
+        geno = derive_genotype({'normal': p, 'reduce': p.flip(0)}, OPS, 4, gamma=g)  # the genotype: both cells
+        assert [tuple(e) for e in geno['normal']] == derive_cell(scaled, OPS, 4, gamma=1.0)
+        assert [tuple(e) for e in geno['reduce']] == derive_cell(scaled.flip(0), OPS, 4, gamma=1.0)
+        differs += derive_cell(p, OPS, 4, gamma=g) != derive_cell(p, OPS, 4, gamma=1.0)
+    assert differs >= 10  # the inputs do exercise gamma (a rule ignoring it would not pass)
+
+
+def test_learnable_share_counts_both_cells():
+    geno = dict(normal=[['none', 0], ['bin_conv_3x3', 1], ['max_pool_3x3', 0], ['bin_dil_conv_5x5', 2]],
+                reduce=[['bin_conv_5x5', 0], ['bin_conv_3x3', 1], ['avg_pool_3x3', 0], ['bin_conv_3x3', 2]])
+    assert learnable_share(geno, [o for o in OPS if o.startswith('bin_')]) == pytest.approx(5 / 8)
+    assert learnable_share(dict(normal=geno['normal'], reduce=geno['normal']), ['bin_conv_3x3']) == pytest.approx(1 / 4)
+
+
+def test_search_halves_are_disjoint_and_fixed_by_seed():
+    from bnas_zoo.train.search import _halves
+    ds = list(range(40))
+    a, b = _halves(ds, 5, seed=0)
+    assert sorted(a.indices + b.indices) == ds and len(a) == len(b) == 20
+    assert _halves(ds, 5, seed=0)[0].indices == a.indices
+    assert _halves(ds, 5, seed=1)[0].indices != a.indices
+
+
 def test_derived_genotypes_are_valid_and_build():
     torch.manual_seed(0)
     probs = {k: torch.softmax(torch.randn(14, 7), -1) for k in ('normal', 'reduce')}
@@ -127,6 +207,67 @@ def test_short_search_then_build_then_train(tmp_path, capsys):
                        '--model-arg', 'channels=8', '--data', 'embedded', '--epochs', '1', '--train-subset', '64',
                        '--output', str(tmp_path / 'run'), '--no-progress']) == 0
     assert timm.create_model(f'local-dir:{tmp_path / "run"}', pretrained=True).genotype.normal == load_genotype(out).normal
+
+
+def _same(a, b, where='') -> None:
+    """Exact equality of nested checkpoint contents (dicts, lists, tuples, tensors, arrays, numbers)."""
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _same(a[k], b[k], f'{where}.{k}')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f'{where}[{i}]')
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif hasattr(a, 'shape'):  # numpy
+        assert (a == b).all(), where
+    else:
+        assert a == b, where
+
+
+def _without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != 'seconds'} for r in rows]
+
+
+@pytest.mark.slow
+def test_search_resume_is_exact(tmp_path, capsys):
+    """A 3-epoch search stopped after 2 (--stop-after) and resumed ends exactly as a straight 3-epoch search."""
+    from safetensors.torch import load_file
+    small = ['--data', 'embedded', '--layers', '3', '--channels', '4', '--batch-size', '8', '--train-subset', '32',
+             '--epochs', '3', '--no-progress']
+    straight, interrupted = tmp_path / 'straight', tmp_path / 'interrupted'
+    assert search_main(small + ['--out', str(straight / 'cell.json')]) == 0
+    assert search_main(small + ['--out', str(interrupted / 'cell.json'), '--stop-after', '2']) == 0
+    assert 'stopped after epoch 2 of 3' in capsys.readouterr().out
+    assert not (interrupted / 'cell.json').exists()  # an unfinished search writes no genotype
+    assert [r['epoch'] for r in json.loads((interrupted / 'cell_search' / 'search_log.json').read_text())] == [1, 2]
+    assert search_main(small + ['--out', str(interrupted / 'cell.json'), '--resume']) == 0
+    a, b = (load_file(d / 'cell_search' / 'supernet.safetensors') for d in (straight, interrupted))
+    assert {'alphas_normal', 'alphas_reduce'} <= a.keys() and a.keys() == b.keys()  # weights and architecture
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    sa, sb = (torch.load(d / 'cell_search' / 'search_state.pt', weights_only=True) for d in (straight, interrupted))
+    assert sa['epoch'] == sb['epoch'] == 2
+    for key in ('w_opt', 'a_opt', 'sched', 'rng', 'config'):  # both optimizers, the schedule, the RNG
+        _same(sa[key], sb[key], key)
+    _same(_without_seconds(sa['history']), _without_seconds(sb['history']), 'history')
+    la, lb = (json.loads((d / 'cell_search' / 'search_log.json').read_text()) for d in (straight, interrupted))
+    assert _without_seconds(la) == _without_seconds(lb) and [r['epoch'] for r in lb] == [1, 2, 3]
+    assert [r['regularizer_weight'] for r in lb] == pytest.approx([math.exp(-t / 7.7) for t in range(3)])
+    for name in ('cell.json', 'cell.gamma3.json'):  # the genotypes, their provenance and final alphas
+        assert json.loads((straight / name).read_text()) == json.loads((interrupted / name).read_text()), name
+    # each file is Eq. 5 applied to the final architecture weights with its own gamma
+    g3 = json.loads((interrupted / 'cell.gamma3.json').read_text())
+    final = {k: torch.tensor(v) for k, v in g3['provenance']['final_alphas'].items()}
+    for name, gamma in (('cell.json', 1.0), ('cell.gamma3.json', 3.0)):
+        geno = json.loads((interrupted / name).read_text())
+        expected = derive_genotype(final, OPS, 4, gamma)
+        assert (geno['normal'], geno['reduce'], geno['provenance']['gamma']) == (
+            expected['normal'], expected['reduce'], gamma), name
+    assert search_main(small + ['--out', str(tmp_path / 'x.json'), '--stop-after', '0']) == 2
+    assert '--stop-after 0' in capsys.readouterr().err
 
 
 def test_separable_convolution_comparison_space(tmp_path):

@@ -8,6 +8,7 @@ The training images are halved (fixed by --seed): one half trains the supernet w
 other the architecture parameters (Adam), alternating first-order updates. The architecture loss carries the
 diversity regularizer -lambda * H(p) * exp(-epoch / tau). The cell is derived with the Zeroise rule (Eq. 5)
 for each --gamma: OUT for the first, OUT's stem + '.gamma<g>.json' for the others.
+--stop-after N ends a time-boxed job after N epochs; --resume continues it exactly (the same result as one run).
 Ablations: --no-dilated, --no-zeroise (DARTS-style derivation), --no-regularizer, --no-skip; --sep-conv adds
 binary separable convolutions to the space (the paper's comparison).
 """
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--overwrite', action='store_true', help='replace an existing --out')
     p.add_argument('--run-dir', help="checkpoints, log and plot (default: OUT's stem + '_search')")
     p.add_argument('--resume', action='store_true', help='continue the search in --run-dir exactly')
+    p.add_argument('--stop-after', type=int, metavar='N',
+                   help='stop after N epochs of this invocation (time-boxed jobs): the checkpoint is kept, no '
+                        'genotype is written yet; continue later with --resume (same settings, same --epochs)')
     p.add_argument('--epochs', type=int, default=50)
     p.add_argument('--layers', type=int, default=8)
     p.add_argument('--channels', type=int, default=16)
@@ -102,6 +106,8 @@ def _check(args) -> Dict[str, Any]:
         raise BnasError('--train-subset >= 1 and --workers >= 0 expected')
     if args.epochs < 1 or args.layers < 3 or args.channels < 2 or args.batch_size < 1:
         raise BnasError('--epochs >= 1, --layers >= 3, --channels >= 2 and --batch-size >= 1 expected')
+    if args.stop_after is not None and args.stop_after < 1:
+        raise BnasError(f'--stop-after {args.stop_after}: expected >= 1 (epochs of this invocation)')
     out = Path(args.out)
     if out.exists() and not args.overwrite and not args.resume:
         raise BnasError(f'--out {out} exists: give --overwrite to replace it')
@@ -245,7 +251,8 @@ def search(args) -> Dict[str, Any]:
             _plot(history, ops, run_dir / 'alphas.png')
 
     learnable = [o for o in ops if o in CONV_OPS]
-    for epoch in range(start, args.epochs):
+    last_epoch = args.epochs if not args.stop_after else min(args.epochs, start + args.stop_after)
+    for epoch in range(start, last_epoch):
         g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         loader_w = torch.utils.data.DataLoader(weights_half, args.batch_size, shuffle=True, generator=g,
                                                num_workers=args.workers, drop_last=True)
@@ -300,6 +307,8 @@ def search(args) -> Dict[str, Any]:
               f"entropy {row['entropy']:.3f}, learnable ops {100 * row['learnable_share']:.0f} %, "
               f"{row['seconds']:.0f} s; normal {geno['normal']}", flush=True)
 
+    if last_epoch < args.epochs:  # --stop-after: the search is not finished, so there is no genotype yet
+        return dict(files=[], history=history, stopped_after=last_epoch, run_dir=str(run_dir))
     probs = model.probabilities()
     final = {k: v.detach().cpu() for k, v in probs.items()}
     provenance['final_alphas'] = {k: v.tolist() for k, v in final.items()}
@@ -324,6 +333,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     code = run_cli('bnas-search', run, args.debug)
     if code:
         return code
+    if not result['files']:
+        print(f"stopped after epoch {result['stopped_after']} of {args.epochs} (--stop-after): continue with --resume "
+              f"(checkpoint in {result['run_dir']})")
+        return 0
     print('wrote ' + ', '.join(result['files']))
     print(f"build it: timm.create_model('bnas_custom', genotype='{result['files'][0]}', layers=8, channels=16, "
           f"stem='cifar', num_classes=10)")
