@@ -219,9 +219,9 @@ def _fold_conv_bn(conv_w: torch.Tensor, conv_b: Optional[torch.Tensor], scale: t
     return w.float(), b.float()
 
 
-def _conv(weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int, padding: int) -> nn.Conv2d:
-    conv = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[2], stride=stride, padding=padding,
-                     bias=bias is not None)
+def _conv(weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int, padding: int, groups: int = 1) -> nn.Conv2d:
+    conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], weight.shape[2], stride=stride, padding=padding,
+                     bias=bias is not None, groups=groups)
     with torch.no_grad():
         conv.weight = nn.Parameter(weight.contiguous(memory_format=torch.channels_last), requires_grad=False)
         if bias is not None:
@@ -232,15 +232,22 @@ def _conv(weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int, paddi
 class Shortcut2x2(nn.Module):
     """The reduction shortcut (BatchNorm folded in) as what a 2x2 stride-2 conv without padding is: a matrix
     product of non-overlapping 2x2 patches (a space-to-depth view of the channels-last input) with the weights;
-    faster than torch's conv for these shapes at small batches."""
+    faster than torch's conv for these shapes at small batches. A grouped shortcut runs as torch's grouped conv."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, groups: int = 1):
         super().__init__()
         out_chs, in_chs = weight.shape[:2]
-        self.register_buffer('weight', weight.permute(2, 3, 1, 0).reshape(4 * in_chs, out_chs).contiguous())
+        self.groups = groups
+        if groups == 1:
+            weight = weight.permute(2, 3, 1, 0).reshape(4 * in_chs, out_chs).contiguous()
+        else:
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        self.register_buffer('weight', weight)
         self.register_buffer('bias', bias.float().contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups != 1:
+            return F.conv2d(x, self.weight, self.bias, 2, 0, 1, self.groups)
         n, c, h, w = x.shape
         patches = x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5)
         y = torch.addmm(self.bias, patches.reshape(n * (h // 2) * (w // 2), 4 * c), self.weight)
@@ -304,15 +311,24 @@ class DeployedCell(nn.Module):
         self.has_skip = cell.skip
         self.shortcut: Optional[Shortcut2x2] = None
         skip_range: Range = (0, 0)
+        self.shortcut_pad: Range = (0, 0)
         if cell.skip and cell.shortcut is not None:
             sp = f'{prefix}.shortcut'
             scale, shift = _bn_scale_shift(src, f'{sp}.bn', cell.shortcut.bn)
             w = src.tensor(f'{sp}.conv.weight').double()
             b = src.tensor(f'{sp}.conv.bias').double()
+            g = cell.shortcut.conv.groups
+            # each output channel's input channels (its group's): the BatchNorm's scale and shift for them
+            in_idx = (torch.arange(w.shape[0]) // (w.shape[0] // g)).view(-1, 1) * w.shape[1] + torch.arange(w.shape[1])
+            scale_w, shift_w = scale.double()[in_idx], shift.double()[in_idx]
             # BatchNorm before a 2x2 stride-2 conv without padding folds exactly; zero channels into the bias
-            b = b + (w * shift.double().view(1, -1, 1, 1)).sum((1, 2, 3))
-            w = (w * scale.double().view(1, -1, 1, 1))[:, r1[0]:r1[1]]
-            self.shortcut = Shortcut2x2(w.float(), b.float())
+            b = b + (w * shift_w[:, :, None, None]).sum((1, 2, 3))
+            w = w * scale_w[:, :, None, None]
+            if g == 1:
+                w = w[:, r1[0]:r1[1]]
+            else:  # grouped: the input keeps all its channels (the zero ones re-inserted)
+                self.shortcut_pad = (r1[0], c_p - r1[1])
+            self.shortcut = Shortcut2x2(w.float(), b.float(), g)
             skip_range = (0, total)
         elif cell.skip:
             skip_range = r1
@@ -349,7 +365,11 @@ class DeployedCell(nn.Module):
 
         skip: Optional[torch.Tensor] = None
         if self.has_skip:
-            skip = self.shortcut(s1) if self.shortcut is not None else s1
+            if self.shortcut is not None:
+                skip = self.shortcut(F.pad(s1, (0, 0, 0, 0) + self.shortcut_pad)
+                                     if self.shortcut_pad[0] or self.shortcut_pad[1] else s1)
+            else:
+                skip = s1
         if not self.body:
             if skip is not None:
                 return skip
@@ -396,8 +416,8 @@ class DeployedBNASNet(nn.Module):
             w3, b3 = _fold_conv_bn(src.tensor('stem1.conv.weight'), None,
                                    *_bn_scale_shift(src, 'stem1.bn', model.stem1.bn))
             self.stem0_conv1 = _conv(w1, b1, stride=2, padding=1)
-            self.stem0_conv2 = _conv(w2, b2, stride=2, padding=1)
-            self.stem1_conv = _conv(w3, b3, stride=2, padding=1)
+            self.stem0_conv2 = _conv(w2, b2, stride=2, padding=1, groups=model.stem0.conv2.groups)
+            self.stem1_conv = _conv(w3, b3, stride=2, padding=1, groups=model.stem1.conv.groups)
             c_pp = c_p = model.stem0.conv2.out_channels
         r_pp: Range = (0, c_pp)
         r_p: Range = (0, c_p)

@@ -74,9 +74,8 @@ def _check_groups(stem: str, channels: int, layers: int, stem_groups: int, short
                 f'stem_groups={stem_groups}: must divide the stem widths channels/2 = {channels // 2} and '
                 f'channels = {channels}; choose channels divisible by {2 * stem_groups}')
     if shortcut_groups > 1:
-        # the shortcut of reduction cell i maps the previous cell's 4*C (3*C0 for the CIFAR stem) to 4*2C
-        c_first = 3 * channels if stem == 'cifar' else channels
-        widths = {c_first if layers // 3 == 0 else 4 * channels, 4 * 2 * channels, 4 * 4 * channels}
+        # the two shortcuts map the previous cell's 4*C to 4*2C: widths 4*C0, 8*C0 and 16*C0
+        widths = {4 * channels, 8 * channels, 16 * channels}
         bad = sorted(w for w in widths if w % shortcut_groups)
         if bad:
             raise ModelConfigError(f'shortcut_groups={shortcut_groups}: must divide the shortcut widths; '

@@ -95,10 +95,12 @@ No evaluation results were given when these weights were published.
 
 ## Intended use and limits
 
-Image classification and a starting point for fine-tuning binary networks on edge devices. The float
-(latent) weights run through XNOR emulation in PyTorch: the speed-up and memory saving above are theoretical
-and need a binary inference engine to be realised. Binary networks are less accurate than their float
-counterparts; check the accuracy on your own data before deployment.
+Image classification and a starting point for fine-tuning binary networks on edge devices. Created with
+timm, the model computes its binary convolutions as float XNOR emulation (for training and fine-tuning);
+`bnas_zoo.deploy(model)` or `load_1bit_from_hub(..., deploy=True)` runs it on packed bits with bnas_zoo's
+XNOR-popcount CPU kernels (measure with `bnas-zoo bench`). The speed-up figures above are theoretical (the
+paper's cost model), not measurements. Binary networks are less accurate than their float counterparts; check
+the accuracy on your own data before deployment.
 
 ## Citation
 

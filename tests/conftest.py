@@ -16,6 +16,10 @@ LAYOUTS = Path(__file__).resolve().parent / 'data' / 'official_layouts'
 ALL_MODELS = ['bnas_mini', 'bnas_a', 'bnas_b', 'bnas_c', 'bnas_d', 'bnas_e', 'bnas_f', 'bnas_g', 'bnas_h']
 CIFAR_MODELS = ALL_MODELS[:4]
 IMAGENET_MODELS = ALL_MODELS[4:]
+#: registered networks that are not in the release (no official layout): our reconstructions
+RECONSTRUCTED_MODELS = ['bnas_d_grouped']
+#: every registered variant, for timm's model tests
+TIMM_MODELS = ALL_MODELS + RECONSTRUCTED_MODELS
 
 
 def load_layout(name: str) -> dict:

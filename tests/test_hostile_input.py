@@ -682,6 +682,7 @@ def test_validate_checkpoint_with_nan_weights_and_bad_publish_inputs(folder, tmp
                           '--data', 'embedded']) == 2
     err = capsys.readouterr().err
     assert 'classifier.weight holds NaN' in err, err
+    _edit_weights(folder, 'classifier.weight', torch.zeros_like)  # finite again: now the publish inputs are at fault
     results = tmp_path / 'results.json'
     results.write_text('[1, 2]')
     for extra in (['--eval-results', str(results)], ['--recipe-file', str(tmp_path / 'missing.txt')]):

@@ -10,7 +10,7 @@ import torch
 from timm.models import get_pretrained_cfg_value
 
 import bnas_zoo
-from conftest import ALL_MODELS, CIFAR_MODELS, small_input_size
+from conftest import CIFAR_MODELS, TIMM_MODELS, small_input_size
 
 # the largest variants are exercised by the cheaper tests only; the full set runs on one model per stem
 # plus the big ones for forward/backward
@@ -24,11 +24,11 @@ def _input(name, batch=2, in_chans=3):
 
 def test_all_variants_registered():
     names = timm.list_models('bnas_*')
-    assert set(ALL_MODELS) | {'bnas_custom'} == set(names)
-    assert set(timm.list_pretrained('bnas_*')) >= {f'{n}.{bnas_zoo.VARIANTS[n].tag}' for n in ALL_MODELS}
+    assert set(TIMM_MODELS) | {'bnas_custom'} == set(names)
+    assert set(timm.list_pretrained('bnas_*')) >= {f'{n}.{bnas_zoo.VARIANTS[n].tag}' for n in TIMM_MODELS}
 
 
-@pytest.mark.parametrize('name', ALL_MODELS)
+@pytest.mark.parametrize('name', TIMM_MODELS)
 def test_pretrained_cfg(name):
     cfg = timm.create_model(name).pretrained_cfg
     assert cfg['hf_hub_id'] == f'{bnas_zoo.HUB_ORG}/{name}.{bnas_zoo.VARIANTS[name].tag}'
@@ -44,7 +44,7 @@ def test_pretrained_cfg(name):
     assert get_pretrained_cfg_value(name, 'classifier') == 'classifier'
 
 
-@pytest.mark.parametrize('name', ALL_MODELS)
+@pytest.mark.parametrize('name', TIMM_MODELS)
 def test_model_forward_backward_every_param_gets_grad(name):
     model = timm.create_model(name, num_classes=42)
     x = _input(name)
@@ -57,7 +57,7 @@ def test_model_forward_backward_every_param_gets_grad(name):
     assert not zero, f'parameters with an all-zero gradient: {zero[:5]}'
 
 
-@pytest.mark.parametrize('name', [n for n in ALL_MODELS if n not in HEAVY])
+@pytest.mark.parametrize('name', [n for n in TIMM_MODELS if n not in HEAVY])
 def test_model_default_cfgs(name):
     """As timm's test_model_default_cfgs: pool_size, num_features, head_hidden_size, head resets."""
     model = timm.create_model(name).eval()
@@ -80,7 +80,7 @@ def test_model_default_cfgs(name):
     assert cfg['classifier'] + '.weight' in state and cfg['first_conv'] + '.weight' in state
 
 
-@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d'])
+@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d', 'bnas_d_grouped'])
 def test_num_classes_zero_and_global_pool_empty(name):
     x = _input(name)
     m = timm.create_model(name, num_classes=0).eval()
@@ -91,7 +91,7 @@ def test_num_classes_zero_and_global_pool_empty(name):
     assert torch.equal(y, m.forward_features(x))
 
 
-@pytest.mark.parametrize('name', [n for n in ALL_MODELS if n not in HEAVY])
+@pytest.mark.parametrize('name', [n for n in TIMM_MODELS if n not in HEAVY])
 def test_features_only_matches_feature_info(name):
     model = timm.create_model(name, features_only=True).eval()
     x = _input(name)
@@ -122,7 +122,7 @@ def test_forward_intermediates(name):
     assert torch.equal(early[1], inter[1])
 
 
-@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d'])
+@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d', 'bnas_d_grouped'])
 def test_fx_trace_equals_eager_and_backward(name):
     from timm.models import create_feature_extractor, get_graph_node_names
     model = timm.create_model(name).eval()
@@ -146,7 +146,7 @@ def test_torch_export_matches_eager():
     assert torch.equal(ep.module()(x), model(x))
 
 
-@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d'])
+@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d', 'bnas_d_grouped'])
 def test_in_chans_one(name):
     model = timm.create_model(name, in_chans=1)
     out = model(_input(name, in_chans=1))
@@ -154,7 +154,7 @@ def test_in_chans_one(name):
     out.sum().backward()
 
 
-@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d'])
+@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d', 'bnas_d_grouped'])
 def test_grad_checkpointing_same_output(name):
     model = timm.create_model(name).eval()
     x = _input(name)
