@@ -50,7 +50,10 @@ def _build() -> None:
     load(
         name='bnas_zoo_kernels',
         sources=[str(CSRC / s) for s in SOURCES],
-        extra_cflags=['-O3', '-ffp-contract=off', '-fno-math-errno'],
+        # -fopenmp: at::parallel_for is inline OpenMP code (torch's intra-op pool); the extension links to the
+        # libgomp.so.1 that torch has already loaded, so torch.set_num_threads applies to the kernels
+        extra_cflags=['-O3', '-ffp-contract=off', '-fno-math-errno', '-fopenmp'],
+        extra_ldflags=['-fopenmp'],
         extra_include_paths=[str(CSRC)],
         is_python_module=False,
         verbose=os.environ.get('BNAS_ZOO_VERBOSE_BUILD') == '1',
