@@ -163,6 +163,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_custom_model_args(p: argparse.ArgumentParser, cells_flag: str) -> None:
+    """The flags that build a bnas_custom model (``cells_flag``: the number of cells)."""
+    p.add_argument('--genotype', help='bnas_custom: genotype JSON path or bundled name')
+    p.add_argument(cells_flag, type=int, help='bnas_custom: number of cells')
+    p.add_argument('--channels', type=int, help='bnas_custom: first-cell width C0')
+    p.add_argument('--stem', default='cifar', choices=['cifar', 'imagenet'], help='bnas_custom: stem type')
+    p.add_argument('--num-classes', type=int, help='bnas_custom: classes')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='bnas-zoo', description='bnas_zoo: searched binary (XNOR) networks as timm models.',
@@ -191,11 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--input-size', type=int, help='square input resolution (default: the model\'s)')
     p.add_argument('--summary', action='store_true', help='print only the totals')
     p.add_argument('--json', action='store_true', help='print the profile as JSON')
-    p.add_argument('--genotype', help='bnas_custom: genotype JSON path or bundled name')
-    p.add_argument('--layers', type=int, help='bnas_custom: number of cells')
-    p.add_argument('--channels', type=int, help='bnas_custom: first-cell width C0')
-    p.add_argument('--stem', default='cifar', choices=['cifar', 'imagenet'], help='bnas_custom: stem type')
-    p.add_argument('--num-classes', type=int, help='bnas_custom: classes')
+    _add_custom_model_args(p, '--layers')
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser(
@@ -256,11 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--repeats', type=int, default=10, help='timed runs per measurement (default: 10)')
     p.add_argument('--layers', action='store_true', help='also print the per-layer table (first batch and thread count)')
     p.add_argument('--input-size', type=int, help="square input resolution (default: the model's)")
-    p.add_argument('--genotype', help='bnas_custom: genotype JSON path or bundled name')
-    p.add_argument('--cells', type=int, help='bnas_custom: number of cells')
-    p.add_argument('--channels', type=int, help='bnas_custom: first-cell width C0')
-    p.add_argument('--stem', default='cifar', choices=['cifar', 'imagenet'], help='bnas_custom: stem type')
-    p.add_argument('--num-classes', type=int, help='bnas_custom: classes')
+    _add_custom_model_args(p, '--cells')
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser('demo', help='the main job on the embedded default: profile every registered model, '

@@ -49,6 +49,18 @@ struct Kernels {
   void (*conv)(const ConvArgs&, int64_t begin, int64_t end);
 };
 
+// Sign and non-zero bits of channels [i, n) of one pixel (y = x * scale + shift; NaN counts as zero), ORed
+// into *s / *m: the portable kernels' packing, and the tail of the vector ones. static: each instruction-set
+// file compiles its own copy.
+static inline void pack_bits_scalar(const float* x, const float* sc, const float* sh, int i, int n, uint64_t* s,
+                                    uint64_t* m) {
+  for (; i < n; ++i) {
+    const float y = x[i] * sc[i] + sh[i];
+    *s |= (uint64_t)(y < 0.0f) << i;
+    *m |= (uint64_t)(y != 0.0f && y == y) << i;
+  }
+}
+
 const Kernels* kernels_generic();
 const Kernels* kernels_avx2();
 const Kernels* kernels_avx512();

@@ -36,11 +36,7 @@ struct Simd {
       sb |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(y, zero, _CMP_LT_OQ)) << i;
       mb |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(y, zero, _CMP_NEQ_OQ)) << i;
     }
-    for (; i < n; ++i) {
-      const float y = x[i] * sc[i] + sh[i];
-      sb |= (uint64_t)(y < 0.0f) << i;
-      mb |= (uint64_t)(y != 0.0f && y == y) << i;
-    }
+    pack_bits_scalar(x, sc, sh, i, n, &sb, &mb);
     *s = sb;
     *m = mb;
   }

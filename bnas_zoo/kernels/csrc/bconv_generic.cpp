@@ -16,14 +16,9 @@ struct Simd {
   static inline int popcount64(uint64_t x) { return __builtin_popcountll(x); }
   static inline V popcnt_add(V acc, V x) { return acc + (V)popcount64(x); }
   static inline void pack_word(const float* x, const float* sc, const float* sh, int n, uint64_t* s, uint64_t* m) {
-    uint64_t sb = 0, mb = 0;
-    for (int i = 0; i < n; ++i) {
-      const float y = x[i] * sc[i] + sh[i];
-      sb |= (uint64_t)(y < 0.0f) << i;
-      mb |= (uint64_t)(y != 0.0f && y == y) << i;
-    }
-    *s = sb;
-    *m = mb;
+    *s = 0;
+    *m = 0;
+    pack_bits_scalar(x, sc, sh, 0, n, s, m);
   }
 };
 
