@@ -37,9 +37,16 @@ def _create(name: str, args: argparse.Namespace):
 def cmd_list(args: argparse.Namespace) -> int:
     from .genotype import list_genotypes
     from .registry import VARIANTS, hub_repo_id
-    print(f"{'model':<10} {'paper':<10} {'genotype':<14} {'layers':>6} {'C0':>4} {'stem':<9} hf_hub_id")
+    repos = {name: hub_repo_id(name) for name in VARIANTS}
+    if args.no_hub:
+        status = {r: 'not checked' for r in repos.values()}
+    else:
+        from bnas_zoo.hub.status import weights_status
+        status = weights_status(repos.values())
+    print(f"{'model':<15} {'paper':<10} {'genotype':<14} {'layers':>6} {'C0':>4} {'stem':<9} {'hf_hub_id':<28} weights")
     for name, v in VARIANTS.items():
-        print(f'{name:<10} {v.paper_name:<10} {v.genotype:<14} {v.layers:>6} {v.channels:>4} {v.stem:<9} {hub_repo_id(name)}')
+        print(f'{name:<15} {v.paper_name:<10} {v.genotype:<14} {v.layers:>6} {v.channels:>4} {v.stem:<9} '
+              f'{repos[name]:<28} {status[repos[name]]}')
     print(f"bundled genotypes: {', '.join(list_genotypes())}")
     return 0
 
@@ -187,7 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         return p
     sub.add_parser = add_sub
 
-    p = sub.add_parser('list', help='list the registered models and bundled genotypes')
+    p = sub.add_parser(
+        'list', help='list the registered models, whether their weights are published, the bundled genotypes',
+        description='Print every registered model (paper name, genotype, cells, first-cell width C0, stem), its '
+                    'Hugging Face Hub repository and whether that repository holds weights: "published", "not '
+                    'published", or "unknown" when offline (HF_HUB_OFFLINE=1) or the Hub cannot be reached. '
+                    'Then the bundled genotypes.')
+    p.add_argument('--no-hub', action='store_true', help='do not ask the Hub whether the weights are published')
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(
@@ -265,7 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser('demo', help='the main job on the embedded default: profile every registered model, '
-                                    'then publish -> reload bnas_mini (dry run, no network)')
+                                    'then publish -> reload bnas_mini (dry run, no network)',
+                       description='Print the cost profile of every registered model (true figures and the '
+                                   "paper's convention), then build the published folder of a freshly initialised "
+                                   'bnas_mini in a temporary directory (a dry run: nothing is uploaded), reload it '
+                                   'through timm local-dir: and from its 1-bit file alone, and check that the '
+                                   'outputs are identical.')
     p.set_defaults(func=cmd_demo)
     return parser
 

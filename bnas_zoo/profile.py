@@ -186,9 +186,10 @@ def format_summary(p: ModelProfile) -> str:
                      f'{t.memory_saving:.2f}x', _fmt_int(t.binary_macs), _fmt_int(t.float_macs),
                      f'{t.flops / 1e8:.3f}', f'{t.speedup:.2f}x'])
     header = ['accounting', '1-bit params', '32-bit params', 'memory MiB', 'mem saving', 'binary MACs',
-              'FP MACs', 'FLOPs x1e8', 'speed-up']
+              'FP MACs', 'FLOPs x1e8', 'theoretical speed-up']
     title = (f'{p.model}  input {"x".join(map(str, p.input_size))}  parameters {p.parameters:,}  '
-             f'(FLOPs = FP MACs + binary MACs / {BINARY_MAC_COST}; memory counts BN statistics at 32 bits)')
+             f'(FLOPs = FP MACs + binary MACs / {BINARY_MAC_COST}; memory counts BN statistics at 32 bits; '
+             f'theoretical speed-up = all MACs / FLOPs, a cost model, not a measurement: `bnas-zoo bench` measures)')
     return title + '\n' + _table(rows, header)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+from huggingface_hub import errors as hf_errors
 from safetensors import SafetensorError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -167,12 +168,34 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> BNASNet:
         if not pretrained:
             raise
         raise CheckpointError(f'{variant}: the pretrained weights from {_weights_source(model_args)}: {e}') from None
+    except _HUB_MISSES as e:
+        if not pretrained:
+            raise
+        raise CheckpointError(_weights_unavailable(variant, base, model_args, e)) from None
     except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError) as e:
         if not pretrained or (isinstance(e, RuntimeError) and not _is_load_error(e)):
             raise
         raise CheckpointError(
             f'{variant}: the pretrained weights from {_weights_source(model_args)} do not load: '
             f'{_first_lines(e)}') from e
+
+
+#: what huggingface_hub raises when weights cannot be had: offline and not cached, unreachable, not published
+_HUB_MISSES = (hf_errors.EntryNotFoundError, hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError,
+               hf_errors.HfHubHTTPError, hf_errors.OfflineModeIsEnabled)
+
+
+def _weights_unavailable(variant: str, base: str, model_args: Dict[str, Any], e: BaseException) -> str:
+    source = _weights_source(model_args)
+    if source == 'the pretrained config' and base in VARIANTS:
+        source = f'hf_hub_id {hub_repo_id(base)}'
+    name = base if base in VARIANTS else 'NAME'
+    return (f'{variant}: no pretrained weights could be had from {source}: the Hugging Face Hub was not reachable '
+            f'(offline?) or the repository holds no such weights ({type(e).__name__}). bnas_zoo\'s weights may not '
+            f'be published yet: `bnas-zoo list` shows which are. Alternatives: convert the BNAS authors\' released '
+            f'checkpoint (`bnas-zoo convert-official CKPT --model {name} --out DIR`, then '
+            f"timm.create_model('local-dir:DIR', pretrained=True)), train your own (`bnas-train --model {name} ...`), "
+            f'or create the model without pretrained=True.')
 
 
 def _is_load_error(e: RuntimeError) -> bool:

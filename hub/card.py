@@ -65,7 +65,7 @@ bnas-train --model hf-hub:{{ repo_id }} --data-dir my_images --head-epochs 2 --o
 
 Input {{ input_size }}. FLOPs = full-precision multiply-adds + binary multiply-adds / 64.
 
-| accounting | parameters (1-bit / 32-bit) | binary MACs | FP MACs | FLOPs | memory | memory saving | speed-up |
+| accounting | parameters (1-bit / 32-bit) | binary MACs | FP MACs | FLOPs | memory | memory saving | theoretical speed-up |
 |---|---|---|---|---|---|---|---|
 {% for row in cost_rows -%}
 | {{ row.label }} | {{ row.params }} | {{ row.binary_macs }} | {{ row.float_macs }} | {{ row.flops }} | {{ row.memory }} | {{ row.saving }} | {{ row.speedup }} |
