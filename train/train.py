@@ -27,7 +27,7 @@ from bnas_zoo.errors import BnasError, run_cli
 
 from .recipes import RECIPE_KEYS, list_recipes, load_recipe
 
-__all__ = ['main', 'build_parser']
+__all__ = ['main', 'build_parser', 'default_recipe']
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +145,15 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BnasError(f'--model-ema {args.model_ema}: expected a decay in (0, 1), e.g. 0.9998')
 
 
+def default_recipe(model: torch.nn.Module, data: str) -> str:
+    """The recipe of a run without --recipe: 'embedded' for the embedded digits, else from the architecture
+    (however the model was named: registry name, bnas_custom, local-dir:, hf-hub:): 'cifar10' for a CIFAR stem,
+    'imagenet-minreg' otherwise."""
+    if data == 'embedded':
+        return 'embedded'
+    return 'cifar10' if getattr(model, 'stem_type', None) == 'cifar' else 'imagenet-minreg'
+
+
 def _fit_batch(recipe: dict, train_images: int, world: int) -> dict:
     """The recipe with a batch size that gives every epoch at least one step (the last, incomplete batch is
     dropped): lowered to the training set's size, with a notice, when the set is smaller than the batch."""
@@ -156,7 +165,7 @@ def _fit_batch(recipe: dict, train_images: int, world: int) -> dict:
         raise BnasError(f'the training set holds {train_images} image(s), fewer than the {world} processes; '
                         f'an epoch would train nothing')
     if int(os.environ.get('RANK', '0')) == 0:
-        print(f'bnas-train: notice: the training set holds {train_images} images, fewer than the batch size '
+        print(f'bnas-train: notice: the training set holds {train_images} image(s), fewer than the batch size '
               f'{batch} (an epoch would train nothing: the incomplete last batch is dropped); using --batch-size '
               f'{fitted} (the learning rate is not rescaled)', file=sys.stderr, flush=True)
     return dict(recipe, batch_size=fitted)
@@ -208,8 +217,7 @@ def _main(args: argparse.Namespace) -> int:
     pretrained = args.pretrained or args.model.startswith(('local-dir:', 'hf-hub:'))
     probe = create_checked(args.model, pretrained=False, **kwargs)
     # the default recipe follows the architecture (its stem), however the model is named
-    recipe_name = args.recipe or ('embedded' if data == 'embedded' else
-                                  'cifar10' if getattr(probe, 'stem_type', None) == 'cifar' else 'imagenet-minreg')
+    recipe_name = args.recipe or default_recipe(probe, data)
     recipe = load_recipe(recipe_name, overrides)
     data_cfg = timm.data.resolve_data_config({}, model=probe)
     if data == 'embedded':
