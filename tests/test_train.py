@@ -210,3 +210,133 @@ def test_ddp_on_gloo_with_two_processes(tmp_path):
     history = json.loads((out / 'summary.json').read_text())
     assert len(history) == 1 and 0 <= history[0]['eval_top1'] <= 100
     assert timm.create_model(f'local-dir:{out}', pretrained=True).num_classes == 10
+
+
+def _save_pretrained(folder: Path, name='bnas_mini', **kwargs):
+    from timm.models import save_for_hf
+    pre = timm.create_model(name, **kwargs)
+    save_for_hf(pre, str(folder), model_args=pre.architecture_args(), safe_serialization=True)
+    return pre
+
+
+def test_fine_tune_smaller_than_the_batch_trains_and_reports_honestly(tmp_path, capsys):
+    """A training set smaller than the batch: the batch is lowered with a notice (never an epoch of no step);
+    the default recipe follows the architecture of a local-dir: model; summary.csv's lr is the epoch's own rate;
+    curves.png names the run, has integer epochs and marks the head-only phase; the weights are world-readable;
+    bnas-validate reads the fine-tuned head's class count from the checkpoint."""
+    import stat
+    from PIL import Image
+    from bnas_zoo.train.engine import _curves_figure
+    _save_pretrained(tmp_path / 'pre')
+    data = _image_folder(tmp_path / 'data')  # 3 classes x 4 images: 12 training images, batch 256 by default
+    out = tmp_path / 'ft'
+    old = os.umask(0o022)
+    try:
+        assert train_main(['--model', f'local-dir:{tmp_path / "pre"}', '--num-classes', '3', '--data-dir', str(data),
+                           '--head-epochs', '1', '--epochs', '2', '--warmup-epochs', '0', '--lr', '0.01',
+                           '--output', str(out), '--no-progress']) == 0
+    finally:
+        os.umask(old)
+    err = capsys.readouterr().err
+    assert 'fewer than the batch size 256' in err and 'using --batch-size 12' in err
+    history = json.loads((out / 'summary.json').read_text())
+    assert all(h['train_loss'] > 0 and h['images_per_s'] > 0 for h in history)
+    run = json.loads((out / 'config.json').read_text())['bnas_run']
+    assert run['recipe_name'] == 'cifar10' and run['recipe']['batch_size'] == 12  # a CIFAR stem, named by folder
+    # lr: the rate used in each epoch (cosine over 2 epochs: the full rate first, then lower)
+    assert history[0]['lr'] == 0.01 and history[1]['lr'] < 0.01
+    csv = (out / 'summary.csv').read_text().splitlines()
+    assert csv[0].split(',')[1] == 'lr' and float(csv[1].split(',')[1]) == 0.01
+    title = Image.open(out / 'curves.png').text['Title']
+    assert title == f'local-dir:{tmp_path / "pre"} (bnas_mini) on data, recipe cifar10'
+    fig = _curves_figure(history, title)
+    for ax in fig.axes:
+        assert all(float(t).is_integer() for t in ax.get_xticks())
+        assert 'head only' in ax.get_legend_handles_labels()[1]
+        shaded = [p for p in ax.patches if p.get_label() == 'head only']
+        assert len(shaded) == 1 and shaded[0].get_x() == 0.5 and shaded[0].get_width() == 1.0  # epoch 1 only
+    for name in ('model.safetensors', 'config.json', 'checkpoint.safetensors', 'summary.csv', 'curves.png'):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
+    # bnas-validate: the checkpoint's head has 3 classes
+    ckpt = str(out / 'model.safetensors')
+    assert validate_main(['--model', 'bnas_mini', '--checkpoint', ckpt, '--data-dir', str(data), '--json']) == 0
+    assert json.loads(capsys.readouterr().out)['images'] == 12
+    assert validate_main(['--model', 'bnas_mini', '--checkpoint', ckpt, '--num-classes', '3', '--data-dir',
+                          str(data), '--json']) == 0
+    capsys.readouterr()
+    assert validate_main(['--model', 'bnas_mini', '--checkpoint', ckpt, '--num-classes', '5', '--data-dir', str(data)]) == 2
+    assert 'its classifier has 3 outputs, not --num-classes 5' in capsys.readouterr().err
+    assert validate_main(['--model', 'bnas_mini', '--data-dir', str(data)]) == 2
+    assert 'has 10 outputs but the dataset has 3 classes' in capsys.readouterr().err
+
+
+def test_zero_step_epochs_never_run(tmp_path, capsys):
+    with pytest.raises(bnas_zoo.BnasError, match='fewer than the batch size 32: an epoch would train nothing'):
+        run_training(_tiny_setup(tmp_path / 'api', epochs=1, n_train=20))
+    assert not (tmp_path / 'api' / 'model.safetensors').exists()
+    from bnas_zoo.train.train import _fit_batch
+    recipe = load_recipe('embedded', {'batch_size': 5000})
+    assert _fit_batch(recipe, 1437, 1)['batch_size'] == 1437
+    assert 'using --batch-size 1437' in capsys.readouterr().err
+    assert _fit_batch(recipe, 1437, 2)['batch_size'] == 1436
+    capsys.readouterr()
+    assert _fit_batch(dict(recipe, batch_size=32), 1437, 1)['batch_size'] == 32
+    assert 'notice' not in capsys.readouterr().err
+    out = tmp_path / 'one'  # the command line: one training image, a batch of one
+    assert train_main(['--model', 'bnas_custom', '--model-arg', 'genotype=bnas_cifar', '--model-arg', 'layers=3',
+                       '--model-arg', 'channels=8', '--data', 'embedded', '--train-subset', '1', '--epochs', '1',
+                       '--output', str(out), '--no-progress']) == 0
+    assert 'using --batch-size 1 ' in capsys.readouterr().err
+    row, = json.loads((out / 'summary.json').read_text())
+    assert row['train_loss'] > 0 and row['images_per_s'] > 0
+
+
+def test_default_recipe_follows_the_architecture(tmp_path):
+    from bnas_zoo.registry import create_checked
+    from bnas_zoo.train.train import default_recipe
+    _save_pretrained(tmp_path / 'cifar')
+    _save_pretrained(tmp_path / 'imnet', 'bnas_custom', genotype='bnas_cifar', layers=3, channels=12, stem='imagenet')
+    cases = {'bnas_mini': 'cifar10', 'bnas_a': 'cifar10', 'bnas_d': 'imagenet-minreg',
+             f'local-dir:{tmp_path / "cifar"}': 'cifar10', f'local-dir:{tmp_path / "imnet"}': 'imagenet-minreg'}
+    for name, expected in cases.items():
+        assert default_recipe(create_checked(name, pretrained=False), 'folder') == expected, name
+    assert default_recipe(create_checked('bnas_d', pretrained=False), 'embedded') == 'embedded'
+
+
+def test_same_command_and_seed_give_the_same_run(tmp_path):
+    def run(out, seed='3'):
+        torch.rand(7)  # whatever the process did before must not matter
+        assert train_main(['--model', 'bnas_custom', '--model-arg', 'genotype=bnas_cifar', '--model-arg', 'layers=3',
+                           '--model-arg', 'channels=8', '--data', 'embedded', '--train-subset', '48', '--batch-size',
+                           '16', '--epochs', '2', '--seed', seed, '--output', str(out), '--no-progress']) == 0
+        history = json.loads((out / 'summary.json').read_text())
+        return [{k: v for k, v in h.items() if k != 'images_per_s'} for h in history], load_file(out / 'model.safetensors')
+    (ha, wa), (hb, wb), (hc, wc) = run(tmp_path / 'a'), run(tmp_path / 'b'), run(tmp_path / 'c', seed='4')
+    assert ha == hb and wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)  # another seed, another run
+
+
+def test_data_folder_problems_are_refused(tmp_path, capsys):
+    from bnas_zoo.train.data import DataError
+
+    def build(root, **kw):
+        recipe = load_recipe('imagenet-minreg')
+        cfg = dict(input_size=(3, 32, 32), mean=EMBEDDED_MEAN, std=EMBEDDED_STD, crop_pct=1.0)
+        return build_datasets(recipe, cfg, str(root), 'folder', **kw)
+    no_val = _image_folder(tmp_path / 'noval', splits=('train',))
+    with pytest.raises(DataError, match=r"no 'validation' split \(looked for validation, .*val.*--val-split train"):
+        build(no_val)
+    code = train_main(['--data-dir', str(no_val), '--output', str(tmp_path / 'o'), '--no-progress'])
+    assert code == 2 and "no 'validation' split" in capsys.readouterr().err
+    train_ds, eval_ds, classes = build(no_val, val_split='train')  # knowingly: a warning
+    assert classes == 3 and len(eval_ds) == 12 and 'evaluating on the training images' in capsys.readouterr().err
+    other = _image_folder(tmp_path / 'other', splits=('train',))
+    _image_folder(tmp_path / 'otherval', classes=2)
+    (tmp_path / 'otherval' / 'val' / 'class1').rename(tmp_path / 'otherval' / 'val' / 'cats')
+    (tmp_path / 'otherval' / 'val').rename(other / 'val')
+    with pytest.raises(DataError, match=r'class folders differ \(only in train/: class1, class2; only in val/: cats\)'):
+        build(other)
+    one = _image_folder(tmp_path / 'one', classes=1)
+    with pytest.raises(DataError, match='need at least 2 classes'):
+        build(one)
+    assert build(_image_folder(tmp_path / 'ok'))[2] == 3

@@ -1,6 +1,7 @@
 """Datasets and transforms: the embedded digits, ImageFolder trees (timm.data.create_dataset), transforms."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -94,8 +95,12 @@ def _count_images(root: Path) -> int:
 
 
 def build_datasets(recipe: Dict[str, Any], data_cfg: Dict[str, Any], data_dir: Optional[str], data: str,
-                   train_split: str = 'train', val_split: str = 'validation') -> Tuple[Any, Any, int]:
-    """(train dataset, evaluation dataset, number of classes). ``data`` is ``embedded`` or ``folder``."""
+                   train_split: str = 'train', val_split: str = 'validation',
+                   warn_same_split: bool = True) -> Tuple[Any, Any, int]:
+    """(train dataset, evaluation dataset, number of classes). ``data`` is ``embedded`` or ``folder``.
+
+    A folder tree must hold both splits as subfolders (``--val-split train`` evaluates on the training images,
+    with a warning), the same class folders in both, and at least 2 classes; a DataError otherwise."""
     train_tf, eval_tf = _transforms(recipe, data_cfg, True), _transforms(recipe, data_cfg, False)
     if data == 'embedded':
         return EmbeddedDigits('train', train_tf), EmbeddedDigits('test', eval_tf), EmbeddedDigits.num_classes
@@ -104,10 +109,21 @@ def build_datasets(recipe: Dict[str, Any], data_cfg: Dict[str, Any], data_dir: O
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f'--data-dir {root}: no such folder')
+    train_dir, val_dir = _find_split(root, train_split, 'train'), _find_split(root, val_split, 'validation')
+    if val_dir is None:
+        raise DataError(f'--data-dir {root}: no {val_split!r} split (looked for {", ".join(_synonyms(val_split))}/); '
+                        f'expected {root}/train/<class>/<image> and {root}/val/<class>/<image>; to evaluate on the '
+                        f'training images knowingly, pass --val-split {train_split}')
+    if train_dir is None:
+        raise DataError(f'--data-dir {root}: no {train_split!r} split (looked for '
+                        f'{", ".join(_synonyms(train_split))}/); expected {root}/train/<class>/<image>')
+    if train_dir.resolve() == val_dir.resolve() and warn_same_split:
+        print(f'warning: --data-dir {root}: evaluating on the training images ({train_dir.name}/, as asked); the '
+              f'validation figures say nothing about new images', file=sys.stderr, flush=True)
     datasets = []
-    for split in (train_split, val_split):
+    for split, folder in ((train_split, train_dir), (val_split, val_dir)):
         try:
-            ds = create_dataset('', root=str(root), split=split, is_training=split == train_split)
+            ds = create_dataset('', root=str(folder), split='', is_training=split == train_split)
         except (RuntimeError, FileNotFoundError) as e:
             raise DataError(f'--data-dir {root}: no usable {split!r} split ({str(e).splitlines()[0]}); '
                             f'expected {root}/train/<class>/<image> and {root}/val/<class>/<image>') from None
@@ -115,9 +131,35 @@ def build_datasets(recipe: Dict[str, Any], data_cfg: Dict[str, Any], data_dir: O
             raise DataError(f'--data-dir {root}: the {split!r} split holds no images ({", ".join(IMAGE_EXTENSIONS)})')
         datasets.append(ds)
     train_ds, eval_ds = datasets
+    train_classes = sorted(getattr(train_ds.reader, 'class_to_idx', {}) or {})
+    eval_classes = sorted(getattr(eval_ds.reader, 'class_to_idx', {}) or {})
+    if train_classes != eval_classes:  # the labels are the class folders' sorted positions: they must agree
+        only_train = [c for c in train_classes if c not in eval_classes]
+        only_eval = [c for c in eval_classes if c not in train_classes]
+        raise DataError(f'--data-dir {root}: the {train_dir.name}/ and {val_dir.name}/ class folders differ '
+                        f'(only in {train_dir.name}/: {", ".join(only_train[:5]) or "none"}; only in '
+                        f'{val_dir.name}/: {", ".join(only_eval[:5]) or "none"}); the labels would not match')
+    if len(train_classes) < 2:
+        raise DataError(f'--data-dir {root}: {len(train_classes)} class folder(s) in {train_dir.name}/ '
+                        f'({", ".join(train_classes)}); need at least 2 classes (one folder of images per class)')
     train_ds.transform, eval_ds.transform = train_tf, eval_tf
-    classes = len(getattr(train_ds.reader, 'class_to_idx', {}) or {}) or int(max(t for _, t in train_ds.reader.samples)) + 1
-    return train_ds, eval_ds, classes
+    return train_ds, eval_ds, len(train_classes)
+
+
+def _synonyms(split: str) -> list:
+    from timm.data.dataset_factory import _EVAL_SYNONYM, _TRAIN_SYNONYM
+    for group in (_TRAIN_SYNONYM, _EVAL_SYNONYM):
+        if split in group:
+            return [split] + [s for s in group if s != split]
+    return [split]
+
+
+def _find_split(root: Path, split: str, kind: str) -> Optional[Path]:
+    """The folder of a split under ``root`` (its name, or a synonym: val for validation), or None."""
+    for name in _synonyms(split):
+        if (root / name).is_dir():
+            return root / name
+    return None
 
 
 def _split_folder(ds, root: Path, requested: str) -> str:

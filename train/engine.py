@@ -26,11 +26,11 @@ from tqdm import tqdm
 
 from bnas_zoo.binary import attach_latent_projection, binary_param_names
 from bnas_zoo.errors import BnasError, CheckpointError, first_line
-from bnas_zoo.files import atomic_write
+from bnas_zoo.files import _umask, atomic_write
 
 __all__ = ['TrainSetup', 'param_groups', 'run_training', 'evaluate', 'save_checkpoint', 'load_checkpoint',
            'autocast', 'rng_state', 'set_rng_state', 'write_checkpoint_unit', 'read_checkpoint_unit',
-           'check_state_dict_fits', 'CHECKPOINT_MANIFEST']
+           'check_state_dict_fits', 'CHECKPOINT_MANIFEST', 'seed_everything', 'curves_title']
 
 CHECKPOINT_WEIGHTS = 'checkpoint.safetensors'
 CHECKPOINT_STATE = 'checkpoint_state.pt'
@@ -88,6 +88,13 @@ def param_groups(model: nn.Module, weight_decay: float, binary_weight_decay: boo
     return [dict(params=no_decay, weight_decay=0.0), dict(params=decay, weight_decay=weight_decay)]
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and every GPU), Python's and numpy's generators."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
 def rng_state() -> Dict[str, Any]:
     np_state = np.random.get_state()
     return dict(torch=torch.get_rng_state(), python=random.getstate(),
@@ -117,6 +124,7 @@ def write_checkpoint_unit(folder: Path, manifest: str, writers: Dict[str, Any], 
     files = {}
     for name, write in writers.items():
         write(folder / f'{name}.new')
+        os.chmod(folder / f'{name}.new', 0o666 & ~_umask())  # safetensors writes 0600: others may read it
         files[name] = _sha256(folder / f'{name}.new')
     info = dict(epoch=epoch, files=files, **extra)
     atomic_write(folder / manifest, lambda p: p.write_text(json.dumps(info, indent=2) + '\n'))
@@ -302,11 +310,14 @@ def _loader(ds, batch_size: int, shuffle: bool, seed: int, epoch: int, workers: 
                                        num_workers=workers, drop_last=drop_last)
 
 
-def _plot(history: List[Dict[str, Any]], path: Path, title: str) -> None:
+def _curves_figure(history: List[Dict[str, Any]], title: str):
+    """The figure of curves.png: accuracy and loss per epoch (integer ticks), the head-only epochs shaded."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     epochs = [h['epoch'] for h in history]
+    head = [h['epoch'] for h in history if h.get('head_only')]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [h['train_top1'] for h in history], 'o-', label='train')
     ax1.plot(epochs, [h['eval_top1'] for h in history], 's-', label='validation')
@@ -315,12 +326,33 @@ def _plot(history: List[Dict[str, Any]], path: Path, title: str) -> None:
     ax2.plot(epochs, [h['eval_loss'] for h in history], 's-', label='validation')
     ax2.set(xlabel='epoch', ylabel='loss', title='loss')
     for ax in (ax1, ax2):
+        if head:  # the classifier alone was trained in these epochs
+            ax.axvspan(min(head) - 0.5, max(head) + 0.5, color='tab:gray', alpha=0.2, label='head only')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f'{title}\ntrain far above validation: overfitting; both low and close: underfitting', fontsize=10)
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format='png', dpi=100))
+    return fig
+
+
+def _plot(history: List[Dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+    fig = _curves_figure(history, title)
+    atomic_write(path, lambda p: fig.savefig(p, format='png', dpi=100, metadata={'Title': title}))
     plt.close(fig)
+
+
+def curves_title(s: 'TrainSetup') -> str:
+    """What curves.png is of: the model, the data and the recipe of this run."""
+    info = s.run_info
+    model = info.get('model') or s.model_name
+    if model != s.model_name:
+        model = f'{model} ({s.model_name})'
+    data = info.get('dataset') or 'the given data'
+    recipe = info.get('recipe_name')
+    return f'{model} on {data}' + (f', recipe {recipe}' if recipe else '')
 
 
 def _write_summaries(output: Path, history: List[Dict[str, Any]]) -> None:
@@ -339,6 +371,7 @@ def _save_best(model: nn.Module, s: TrainSetup, epoch: int) -> None:
     model_config = dict(bnas_run=dict(s.run_info, epoch=epoch)) if s.run_info else None
     save_for_hf(model, str(tmp), model_args=s.export_args, model_config=model_config, safe_serialization=True)
     for name in ('model.safetensors', 'config.json'):
+        os.chmod(tmp / name, 0o666 & ~_umask())  # safetensors writes 0600: the run's weights are for others too
         os.replace(tmp / name, s.output / name)
     tmp.rmdir()
 
@@ -374,7 +407,7 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
         start_epoch, best, history = state['epoch'] + 1, state['best'], state['history']
         if _rank() == 0 and history:  # a run killed while writing them: the checkpoint's history repairs them
             _write_summaries(s.output, history)
-            _plot(history, s.output / 'curves.png', f'{s.model_name} ({r.get("description", "")})')
+            _plot(history, s.output / 'curves.png', curves_title(s))
 
     train_model = model
     if _distributed():
@@ -382,6 +415,9 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
     if s.compile:
         train_model = torch.compile(train_model)
     per_process = max(1, r['batch_size'] // _world())
+    if len(s.train_ds) // _world() < per_process:  # the incomplete last batch is dropped: an epoch of no step
+        raise BnasError(f"the training set holds {len(s.train_ds)} images, fewer than the batch size "
+                        f"{r['batch_size']}: an epoch would train nothing; lower the batch size")
     eval_loader = _loader(s.eval_ds, per_process, False, s.seed, 0, s.workers, False)
     classifier = model.get_classifier()
     last_epoch = r['epochs'] if not s.stop_after else min(r['epochs'], start_epoch + s.stop_after)
@@ -396,6 +432,7 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
         if head_only:  # a frozen body: its BatchNorm statistics stay as they are too
             model.eval()
             classifier.train()
+        lr = optimizer.param_groups[0]['lr']  # the rate of this epoch (the scheduler steps after it)
         loss_m, top1_m = AverageMeter(), AverageMeter()
         t0, seen = time.perf_counter(), 0
         bar = tqdm(loader, desc=f'epoch {epoch + 1}/{r["epochs"]}', disable=not s.progress or _rank() != 0)
@@ -430,7 +467,7 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
                 raise BnasError(f'epoch {epoch + 1}: parameter {name} is no longer finite (NaN or infinite); the '
                                 f'training diverged and this epoch was not saved; lower the learning rate')
         metrics = evaluate(model, eval_loader, device, amp=s.amp, channels_last=s.channels_last)
-        row = dict(epoch=epoch + 1, lr=optimizer.param_groups[0]['lr'], train_loss=loss_m.avg, train_top1=top1_m.avg,
+        row = dict(epoch=epoch + 1, lr=lr, train_loss=loss_m.avg, train_top1=top1_m.avg,
                    eval_loss=metrics['loss'], eval_top1=metrics['top1'], eval_top5=metrics['top5'],
                    images_per_s=seen / (time.perf_counter() - t0), head_only=head_only)
         if ema is not None:
@@ -445,7 +482,7 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
             save_checkpoint(s.output, model, optimizer, scheduler, epoch, best, history, s.model_name,
                             ema.module if ema else None)
             _write_summaries(s.output, history)
-            _plot(history, s.output / 'curves.png', f'{s.model_name} ({r.get("description", "")})')
+            _plot(history, s.output / 'curves.png', curves_title(s))
             print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.2f} | "
                   f"eval loss {row['eval_loss']:.4f} top-1 {row['eval_top1']:.2f} top-5 {row['eval_top5']:.2f} | "
                   f"{row['images_per_s']:.0f} img/s" + (' | best' if improved else ''), flush=True)

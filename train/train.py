@@ -27,7 +27,7 @@ from bnas_zoo.errors import BnasError, run_cli
 
 from .recipes import RECIPE_KEYS, list_recipes, load_recipe
 
-__all__ = ['main', 'build_parser']
+__all__ = ['main', 'build_parser', 'default_recipe']
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(default: embedded for --data embedded, cifar10 for CIFAR models, imagenet-minreg otherwise)")
     p.add_argument('--data', choices=['embedded', 'folder'], help="'embedded' (the digits shipped with scikit-learn) "
                    "or 'folder' (an ImageFolder tree, --data-dir); default: folder when --data-dir is given")
-    p.add_argument('--data-dir', help='ImageFolder root with train/ and val/ (or validation/) subfolders')
+    p.add_argument('--data-dir', help='ImageFolder root with train/ and val/ (or validation/) subfolders, the same '
+                                      'class folders in both and at least 2 classes')
     p.add_argument('--dataset', metavar='NAME',
                    help="name of the --data-dir dataset, recorded in the run for its model card, e.g. a Hub dataset "
                         "id such as oxford-iiit-pet (default: the --data-dir folder's name)")
     p.add_argument('--train-split', default='train')
-    p.add_argument('--val-split', default='validation', help="evaluation split (synonyms such as 'val' are found)")
+    p.add_argument('--val-split', default='validation',
+                   help="evaluation split (synonyms such as 'val' are found); a --data-dir without one is refused; "
+                        "--val-split train evaluates on the training images, knowingly (a warning is printed)")
     p.add_argument('--output', required=True, help='run folder (model.safetensors, config.json, checkpoints, summaries, curves.png)')
     p.add_argument('--resume', nargs='?', const='', help='continue the run in --output (or in the folder given) exactly')
     p.add_argument('--overwrite', action='store_true', help='start again in an --output that already holds a run')
@@ -61,10 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--amp', choices=['bf16', 'fp16'], help='automatic mixed precision')
     p.add_argument('--channels-last', action='store_true', help='channels_last memory format')
     p.add_argument('--compile', action='store_true', help='torch.compile the model')
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=int, default=0,
+                   help='seeds everything random (the model\'s initial and new head weights, the data order, the '
+                        'augmentation): the same command and seed give the same run on the same machine')
     p.add_argument('--workers', type=int, default=0, help='data loader processes')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.add_argument('--train-subset', type=int, help='train on the first N training images only (smoke runs)')
+    p.epilog = ('An epoch never runs zero steps: when the training set is smaller than the batch size (the last, '
+                'incomplete batch is dropped), the batch size is lowered to the number of training images, with a '
+                'notice (the learning rate is not rescaled; set --batch-size and --lr yourself to choose).')
     p.add_argument('--debug', action='store_true', help='on an error, show the Python traceback too')
     g = p.add_argument_group('recipe overrides (each recipe key)')
     for key, types in RECIPE_KEYS.items():
@@ -137,6 +145,32 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BnasError(f'--model-ema {args.model_ema}: expected a decay in (0, 1), e.g. 0.9998')
 
 
+def default_recipe(model: torch.nn.Module, data: str) -> str:
+    """The recipe of a run without --recipe: 'embedded' for the embedded digits, else from the architecture
+    (however the model was named: registry name, bnas_custom, local-dir:, hf-hub:): 'cifar10' for a CIFAR stem,
+    'imagenet-minreg' otherwise."""
+    if data == 'embedded':
+        return 'embedded'
+    return 'cifar10' if getattr(model, 'stem_type', None) == 'cifar' else 'imagenet-minreg'
+
+
+def _fit_batch(recipe: dict, train_images: int, world: int) -> dict:
+    """The recipe with a batch size that gives every epoch at least one step (the last, incomplete batch is
+    dropped): lowered to the training set's size, with a notice, when the set is smaller than the batch."""
+    batch = recipe['batch_size']
+    if train_images // world >= max(1, batch // world):
+        return recipe
+    fitted = (train_images // world) * world
+    if fitted < 1:
+        raise BnasError(f'the training set holds {train_images} image(s), fewer than the {world} processes; '
+                        f'an epoch would train nothing')
+    if int(os.environ.get('RANK', '0')) == 0:
+        print(f'bnas-train: notice: the training set holds {train_images} image(s), fewer than the batch size '
+              f'{batch} (an epoch would train nothing: the incomplete last batch is dropped); using --batch-size '
+              f'{fitted} (the learning rate is not rescaled)', file=sys.stderr, flush=True)
+    return dict(recipe, batch_size=fitted)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -154,18 +188,20 @@ def _main(args: argparse.Namespace) -> int:
     from .engine import TrainSetup, run_training
 
     from bnas_zoo.registry import create_checked
+    from .engine import seed_everything
     _check_args(args)
     data = data_source(args.data, args.data_dir)
     base = args.model.split(':')[-1].split('/')[-1].split('.')[0]
     if args.model.split(':')[0] not in ('local-dir', 'hf-hub') and args.model not in (*VARIANTS, 'bnas_custom'):
         raise BnasError(f"unknown model {args.model!r}; expected one of {', '.join(VARIANTS)}, bnas_custom "
                         f"(with --model-arg genotype=... layers=... channels=...), local-dir:PATH or hf-hub:ORG/NAME")
-    recipe_name = args.recipe or ('embedded' if data == 'embedded' else
-                                  'cifar10' if VARIANTS.get(base) and VARIANTS[base].stem == 'cifar' else 'imagenet-minreg')
     overrides = {k[len('override_'):]: v for k, v in vars(args).items() if k.startswith('override_') and v is not None}
-    recipe = load_recipe(recipe_name, overrides)
+    if args.recipe:
+        load_recipe(args.recipe, overrides)  # a bad recipe or override is refused before anything is built
     output = Path(args.output)
     _check_output(output, args.resume, args.overwrite)
+    # everything random from here on (the model's initial weights, a new head, the data) follows --seed
+    seed_everything(args.seed)
 
     distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
@@ -180,6 +216,9 @@ def _main(args: argparse.Namespace) -> int:
     kwargs = _model_kwargs(args.model_arg)
     pretrained = args.pretrained or args.model.startswith(('local-dir:', 'hf-hub:'))
     probe = create_checked(args.model, pretrained=False, **kwargs)
+    # the default recipe follows the architecture (its stem), however the model is named
+    recipe_name = args.recipe or default_recipe(probe, data)
+    recipe = load_recipe(recipe_name, overrides)
     data_cfg = timm.data.resolve_data_config({}, model=probe)
     if data == 'embedded':
         data_cfg = embedded_data_config(data_cfg)
@@ -191,6 +230,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.num_classes is not None and args.num_classes != classes:
         raise BnasError(f'--num-classes {args.num_classes}: the dataset has {classes} classes; a head of '
                         f'{args.num_classes} outputs does not fit it')
+    recipe = _fit_batch(recipe, len(train_ds), int(os.environ.get('WORLD_SIZE', '1')))
+    seed_everything(args.seed)  # the model's weights do not depend on how much randomness the data setup used
     model = create_checked(args.model, pretrained=pretrained, num_classes=classes, drop_rate=recipe['drop_rate'],
                            **kwargs)
     arch = model.pretrained_cfg.get('architecture', base)

@@ -3,6 +3,7 @@
     bnas-validate --model local-dir:runs/mini --data embedded
     bnas-validate --model bnas_d --pretrained --data-dir /data/imagenet --split validation
     bnas-validate --model bnas_mini --checkpoint runs/mini/model.safetensors --data embedded
+    bnas-validate --model bnas_mini --checkpoint runs/pets/model.safetensors --data-dir pets   # its head's classes
     bnas-validate --model hf-hub:ORG/NAME --data-dir DIR --json
 """
 from __future__ import annotations
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--model', required=True, help='registry name, local-dir:PATH or hf-hub:ORG/NAME')
     p.add_argument('--pretrained', action='store_true', help='registry name: load its pretrained weights')
     p.add_argument('--checkpoint', help='a safetensors weight file for --model (e.g. a run\'s model.safetensors)')
+    p.add_argument('--num-classes', type=int,
+                   help="outputs of the model's head (default: those of --checkpoint's classifier, else the model's)")
     p.add_argument('--data', choices=['embedded', 'folder'], help='embedded digits (test split) or an ImageFolder')
     p.add_argument('--data-dir', help='ImageFolder root')
     p.add_argument('--split', default='validation', help="split of --data-dir (synonyms such as 'val' are found)")
@@ -34,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--json', action='store_true', help='print the result as JSON')
     p.add_argument('--debug', action='store_true', help='on an error, show the Python traceback too')
     return p
+
+
+def _classifier_name(model) -> str:
+    """The state-dict prefix of ``model``'s classifier ('classifier' for bnas models), or ''."""
+    head = model.get_classifier() if hasattr(model, 'get_classifier') else None
+    return next((name for name, m in model.named_modules() if m is head and name), '')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -54,27 +63,53 @@ def _main(args) -> int:
 
     data = data_source(args.data, args.data_dir)
     pretrained = args.pretrained or args.model.startswith(('local-dir:', 'hf-hub:'))
-    model = create_checked(args.model, pretrained=pretrained)
+    if args.num_classes is not None and args.num_classes < 1:
+        raise BnasError(f'--num-classes {args.num_classes}: expected an integer >= 1')
+    state = None
     if args.checkpoint:
         try:
             state = load_file(args.checkpoint)
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f'--checkpoint {args.checkpoint}: not a readable safetensors file ({e})') from None
+    model = create_checked(args.model, pretrained=pretrained and state is None)
+    num_classes = args.num_classes
+    if state is not None:
+        head = _classifier_name(model)
+        weight = state.get(f'{head}.weight') if head else None
+        if weight is None or weight.ndim < 1:
+            if num_classes is None:
+                raise CheckpointError(f'--checkpoint {args.checkpoint}: no classifier weight ({head or "?"}.weight) '
+                                      f'to read the class count from; give --num-classes')
+        elif num_classes is not None and num_classes != weight.shape[0]:
+            raise CheckpointError(f'--checkpoint {args.checkpoint}: its classifier has {weight.shape[0]} outputs, '
+                                  f'not --num-classes {num_classes}')
+        else:
+            num_classes = int(weight.shape[0])
+        if num_classes != model.num_classes:
+            model = create_checked(args.model, pretrained=False, num_classes=num_classes)
         check_weights(state, model.state_dict(), f'--checkpoint {args.checkpoint}')
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
             raise CheckpointError(f'--checkpoint {args.checkpoint}: does not fit {args.model}: '
                                   f'{str(e).splitlines()[1] if len(str(e).splitlines()) > 1 else e}') from None
+    elif num_classes is not None and num_classes != model.num_classes:
+        if pretrained:
+            raise BnasError(f'--num-classes {num_classes}: the weights of {args.model} have {model.num_classes} '
+                            f'outputs (a new head would be untrained); give the fine-tuned weights with --checkpoint')
+        model = create_checked(args.model, pretrained=False, num_classes=num_classes)
     data_cfg = timm.data.resolve_data_config({}, model=model)
     recipe = load_recipe('embedded' if data == 'embedded' else 'imagenet-minreg')
     if data == 'embedded':
         data_cfg = embedded_data_config(data_cfg)
         _, ds, classes = build_datasets(recipe, data_cfg, None, 'embedded')
     else:
-        _, ds, classes = build_datasets(recipe, data_cfg, args.data_dir, 'folder', val_split=args.split)
+        _, ds, classes = build_datasets(recipe, data_cfg, args.data_dir, 'folder', val_split=args.split,
+                                        warn_same_split=False)
     if model.num_classes != classes:
-        raise BnasError(f'{args.model} has {model.num_classes} outputs but the dataset has {classes} classes')
+        raise BnasError(f'{args.model} has {model.num_classes} outputs but the dataset has {classes} classes'
+                        + ('' if args.checkpoint or args.num_classes else
+                           ' (fine-tuned weights: give them with --checkpoint, or the class count with --num-classes)'))
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers)
     result = evaluate(model.to(device), loader, device, amp=args.amp)
