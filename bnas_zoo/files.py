@@ -5,13 +5,19 @@ import os
 from pathlib import Path
 from typing import Callable, Union
 
-__all__ = ['atomic_write', 'output_folder']
+__all__ = ['atomic_write', 'output_folder', 'give_default_mode']
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def give_default_mode(path: Union[str, Path]) -> None:
+    """Give ``path`` the permissions a plain ``open(path, 'w')`` would (0666 less the umask): libraries such as
+    safetensors create their files 0600, which others on a shared machine cannot read."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[Path], None]) -> Path:
@@ -21,7 +27,7 @@ def atomic_write(path: Union[str, Path], write: Callable[[Path], None]) -> Path:
     path = Path(path)
     tmp = path.with_name(path.name + '.tmp')
     write(tmp)
-    os.chmod(tmp, 0o666 & ~_umask())
+    give_default_mode(tmp)
     os.replace(tmp, path)
     return path
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from bnas_zoo.binary import attach_latent_projection, binary_param_names
 from bnas_zoo.errors import BnasError, CheckpointError, first_line
-from bnas_zoo.files import _umask, atomic_write
+from bnas_zoo.files import atomic_write, give_default_mode
 
 __all__ = ['TrainSetup', 'param_groups', 'run_training', 'evaluate', 'save_checkpoint', 'load_checkpoint',
            'autocast', 'rng_state', 'set_rng_state', 'write_checkpoint_unit', 'read_checkpoint_unit',
@@ -124,7 +124,7 @@ def write_checkpoint_unit(folder: Path, manifest: str, writers: Dict[str, Any], 
     files = {}
     for name, write in writers.items():
         write(folder / f'{name}.new')
-        os.chmod(folder / f'{name}.new', 0o666 & ~_umask())  # safetensors writes 0600: others may read it
+        give_default_mode(folder / f'{name}.new')  # safetensors writes 0600: others may read it
         files[name] = _sha256(folder / f'{name}.new')
     info = dict(epoch=epoch, files=files, **extra)
     atomic_write(folder / manifest, lambda p: p.write_text(json.dumps(info, indent=2) + '\n'))
@@ -371,7 +371,7 @@ def _save_best(model: nn.Module, s: TrainSetup, epoch: int) -> None:
     model_config = dict(bnas_run=dict(s.run_info, epoch=epoch)) if s.run_info else None
     save_for_hf(model, str(tmp), model_args=s.export_args, model_config=model_config, safe_serialization=True)
     for name in ('model.safetensors', 'config.json'):
-        os.chmod(tmp / name, 0o666 & ~_umask())  # safetensors writes 0600: the run's weights are for others too
+        give_default_mode(tmp / name)  # safetensors writes 0600: the run's weights are for others too
         os.replace(tmp / name, s.output / name)
     tmp.rmdir()
 

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--dataset', metavar='NAME',
                    help="name of the --data-dir dataset, recorded in the run for its model card, e.g. a Hub dataset "
                         "id such as oxford-iiit-pet (default: the --data-dir folder's name)")
-    p.add_argument('--train-split', default='train')
+    p.add_argument('--train-split', default='train', help='training split: the sub-folder of --data-dir (default: train)')
     p.add_argument('--val-split', default='validation',
                    help="evaluation split (synonyms such as 'val' are found); a --data-dir without one is refused; "
                         "--val-split train evaluates on the training images, knowingly (a warning is printed)")
