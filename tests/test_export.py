@@ -77,24 +77,34 @@ def _trained_like(model: nn.Module, x: torch.Tensor, seed: int = 0) -> int:
     (With the initial statistics, binary conv sums that are exactly 0 in theory feed sign() directly and
     their float rounding, which depends on the summation order of the conv kernel, decides +-1; trained
     statistics shift them away from 0, as in any real network.)"""
-    zero_channels, hooks = {}, []
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            hooks.append(m.register_forward_pre_hook(
-                lambda mod, inp: zero_channels.__setitem__(mod, inp[0].abs().amax(dim=(0, 2, 3)) == 0)))
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m, zero in zero_channels.items():
-            c = m.num_features
-            m.running_mean.copy_(torch.where(zero, 0.0, torch.randn(c, generator=g) * 0.3))
-            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-            if m.affine:
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.where(zero, 0.0, torch.randn(c, generator=g) * 0.3))
+    def zero_channels():
+        found, hooks = {}, []
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                hooks.append(m.register_forward_pre_hook(
+                    lambda mod, inp: found.__setitem__(mod, inp[0].abs().amax(dim=(0, 2, 3)) == 0)))
+        with torch.no_grad():
+            model(x)
+        for h in hooks:
+            h.remove()
+        return found
+
+    # until a fixed point: new statistics upstream may revive a channel that was zero (a dead ReLU)
+    for _ in range(10):
+        zero = zero_channels()
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for m, z in zero.items():
+                c = m.num_features
+                m.running_mean.copy_(torch.where(z, 0.0, torch.randn(c, generator=g) * 0.3))
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                    m.bias.copy_(torch.where(z, 0.0, torch.randn(c, generator=g) * 0.3))
+        if all(torch.equal(z, zero_channels()[m]) for m, z in zero.items()):
+            break
+    else:
+        raise AssertionError('no fixed point of the zero channels')
     zeros = []
     hooks = [m.register_forward_pre_hook(lambda mod, inp: zeros.append(int((inp[0] == 0).sum())))
              for m in model.modules() if isinstance(m, BinaryConv2d)]
