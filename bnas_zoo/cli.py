@@ -105,8 +105,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     hub_or_dir = args.model.startswith(('local-dir:', 'hf-hub:'))
     model = _create(args.model, args, pretrained=args.pretrained or hub_or_dir)
     size = (model.in_chans, args.input_size, args.input_size) if args.input_size else None
-    out = export_model(model, args.format, args.out, input_size=size, opset=args.opset,
-                       onnx_exporter=args.onnx_exporter)
+    out = export_model(model, args.format, args.out, input_size=size, opset=args.opset)
     weights = 'its weights' if args.pretrained or hub_or_dir else 'freshly initialised weights (no --pretrained)'
     print(f'wrote {out} ({out.stat().st_size / 2**20:.1f} MiB; {args.model}, {weights}, eval mode)')
     load = {'onnx': f'onnxruntime.InferenceSession("{out}").run(None, {{"input": x}})',
@@ -294,16 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
                     'are exported with their weights; a registered name with --pretrained only.')
     p.add_argument('model', help='bnas_mini, bnas_a..bnas_h, bnas_custom, local-dir:PATH or hf-hub:ORG/NAME')
     p.add_argument('--format', required=True, choices=['onnx', 'pt2', 'torchscript'],
-                   help='onnx (dynamo exporter, weights inside the file), pt2 (torch.export.save) or torchscript '
+                   help='onnx (torch.onnx dynamo exporter, weights inside the file), pt2 (torch.export.save) or torchscript '
                         '(torch.jit.trace + save)')
     p.add_argument('--out', required=True, metavar='FILE', help='the file to write (its folder is created)')
     p.add_argument('--input-size', type=int, help="square input resolution (default: the model's)")
     p.add_argument('--pretrained', action='store_true',
                    help="a registered name: load its pretrained weights from the Hub (default: fresh weights)")
     p.add_argument('--opset', type=int, default=18, help='ONNX opset (default: 18)')
-    p.add_argument('--onnx-exporter', default='dynamo', choices=['dynamo', 'torchscript'],
-                   help="torch's ONNX exporter: dynamo (default, torch.export-based) or torchscript (the older "
-                        "tracing-based one, deprecated by torch, much faster on large networks)")
     _add_custom_model_args(p, '--layers')
     p.set_defaults(func=cmd_export)
 

@@ -6,13 +6,14 @@ and plain tensor ops for ``sign(P(W)) * alpha``, bit-identical to the custom ops
 hold no ``bnas_zoo`` operator and run where torch (``.pt2``, TorchScript) or onnxruntime (ONNX) runs, without
 ``import bnas_zoo``. :func:`export_model` refuses to write an artefact that still names a ``bnas_zoo`` op.
 
-ONNX uses torch's dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``, torch.export + onnxscript),
-the maintained one; the weights are stored inside the ``.onnx`` file (no external data file). All three
+ONNX uses torch's dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``: torch.export, then
+onnxscript), the maintained one, which handles every bnas network; the older TorchScript-based exporter
+(``dynamo=False``, deprecated by torch) is about ten times faster but cannot export the ImageNet networks
+(``batch_norm for unknown channel size``). The weights are stored inside the ``.onnx`` file. All three
 artefacts take a batch of any size (dynamic batch dimension) at the input resolution they were exported at.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -61,20 +62,14 @@ def _onnx_modules():
 
 
 def export_model(model: nn.Module, fmt: str, out, input_size: Optional[Sequence[int]] = None,
-                 opset: int = ONNX_OPSET, onnx_exporter: str = 'dynamo') -> Path:
+                 opset: int = ONNX_OPSET) -> Path:
     """Export ``model`` in eval mode to ``out`` as ``fmt``: ``'onnx'``, ``'pt2'`` (torch.export.save) or
     ``'torchscript'`` (torch.jit.trace + save). ``input_size``: (C, H, W), default the model's; the batch
     dimension stays dynamic. The model is left in the mode it was given in. Returns the written path.
 
-    ``onnx_exporter``: ``'dynamo'`` (default: torch.export + onnxscript, torch's maintained exporter) or
-    ``'torchscript'`` (the older tracing-based ``torch.onnx.export(dynamo=False)``, deprecated by torch but
-    about ten times faster on these networks); both give the same graph of standard ONNX operators.
-
     Load the artefacts without bnas_zoo: ``onnxruntime.InferenceSession(path)``, ``torch.export.load(path)
     .module()``, ``torch.jit.load(path)``.
     """
-    if onnx_exporter not in ('dynamo', 'torchscript'):
-        raise BnasError(f'unknown ONNX exporter {onnx_exporter!r}; expected dynamo or torchscript')
     if fmt not in FORMATS:
         raise BnasError(f'unknown export format {fmt!r}; expected one of {", ".join(FORMATS)}')
     size = tuple(input_size) if input_size is not None else default_input_size(model)
@@ -102,19 +97,12 @@ def export_model(model: nn.Module, fmt: str, out, input_size: Optional[Sequence[
                 if left:
                     raise BnasError(f'torchscript: the traced graph still calls {", ".join(left)}')
                 torch.jit.save(traced, str(out))
-            elif onnx_exporter == 'dynamo':
+            else:
                 batch = torch.export.Dim('batch', min=1)
                 program = torch.onnx.export(
                     model, (example,), dynamo=True, opset_version=opset, input_names=['input'],
                     output_names=['logits'], dynamic_shapes=({0: batch},), external_data=False, verbose=False)
                 program.save(str(out), external_data=False)
-            else:
-                with warnings.catch_warnings():  # its deprecation notice: the choice was made knowingly
-                    warnings.simplefilter('ignore', category=FutureWarning)
-                    warnings.simplefilter('ignore', category=DeprecationWarning)
-                    torch.onnx.export(
-                        model, (example,), str(out), dynamo=False, opset_version=opset, input_names=['input'],
-                        output_names=['logits'], dynamic_axes={'input': {0: 'batch'}, 'logits': {0: 'batch'}})
             if fmt == 'onnx':
                 proto = onnx.load(str(out))
                 domains = _custom_ops([n.domain or '' for n in proto.graph.node])
