@@ -20,7 +20,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .errors import BnasError
+from .errors import BnasError, first_line
+from .files import atomic_write
 
 __all__ = ['FORMATS', 'ONNX_OPSET', 'export_model', 'default_input_size']
 
@@ -80,36 +81,51 @@ def export_model(model: nn.Module, fmt: str, out, input_size: Optional[Sequence[
         raise BnasError(f'--out {out}: is a folder; give a file name')
     if fmt == 'onnx':
         onnx = _onnx_modules()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BnasError(f'--out {out}: cannot create its folder ({e.strerror or e})') from None
     example = torch.randn(_EXAMPLE_BATCH, *size)
     was_training = model.training
-    model.eval()
     try:
         with torch.no_grad():
-            if fmt == 'pt2':
-                batch = torch.export.Dim('batch', min=1)
-                ep = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-                _check_graph_module(ep.graph_module, 'pt2')
-                torch.export.save(ep, str(out))
-            elif fmt == 'torchscript':
-                traced = torch.jit.trace(model, (example,), check_trace=False)
-                left = _custom_ops([n.kind() for n in traced.inlined_graph.nodes()])
-                if left:
-                    raise BnasError(f'torchscript: the traced graph still calls {", ".join(left)}')
-                torch.jit.save(traced, str(out))
-            else:
-                batch = torch.export.Dim('batch', min=1)
-                program = torch.onnx.export(
-                    model, (example,), dynamo=True, opset_version=opset, input_names=['input'],
-                    output_names=['logits'], dynamic_shapes=({0: batch},), external_data=False, verbose=False)
-                program.save(str(out), external_data=False)
-            if fmt == 'onnx':
-                proto = onnx.load(str(out))
-                domains = _custom_ops([n.domain or '' for n in proto.graph.node])
-                if domains:
-                    raise BnasError(f'onnx: the exported graph still uses the domain(s) {", ".join(domains)}')
-                onnx.checker.check_model(str(out))
+            model.eval()(example)
+    except (RuntimeError, ValueError, AssertionError) as e:
+        raise BnasError(f'input size {size}: the model cannot run it ({first_line(e)})') from None
     finally:
         model.train(was_training)
+
+    def write(tmp: Path) -> None:
+        if fmt == 'pt2':
+            batch = torch.export.Dim('batch', min=1)
+            ep = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+            _check_graph_module(ep.graph_module, 'pt2')
+            torch.export.save(ep, str(tmp))
+        elif fmt == 'torchscript':
+            traced = torch.jit.trace(model, (example,), check_trace=False)
+            left = _custom_ops([n.kind() for n in traced.inlined_graph.nodes()])
+            if left:
+                raise BnasError(f'torchscript: the traced graph still calls {", ".join(left)}')
+            torch.jit.save(traced, str(tmp))
+        else:
+            batch = torch.export.Dim('batch', min=1)
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, opset_version=opset, input_names=['input'],
+                output_names=['logits'], dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+            program.save(str(tmp), external_data=False)
+            proto = onnx.load(str(tmp))
+            domains = _custom_ops([n.domain or '' for n in proto.graph.node])
+            if domains:
+                raise BnasError(f'onnx: the exported graph still uses the domain(s) {", ".join(domains)}')
+            onnx.checker.check_model(proto)
+
+    model.eval()
+    tmp = out.with_name(out.name + '.tmp')
+    try:
+        with torch.no_grad():
+            atomic_write(out, write)  # a complete, checked file or none
+    finally:
+        model.train(was_training)
+        tmp.unlink(missing_ok=True)
     return out
 
