@@ -264,6 +264,12 @@ def test_cli_export(tmp_path, capsys):
     assert 'unknown model' in capsys.readouterr().err
     assert main(['export', 'bnas_mini', '--format', 'pt2', '--out', str(tmp_path)]) == 2
     assert 'is a folder' in capsys.readouterr().err
+    assert main(['export', 'bnas_mini', '--format', 'pt2', '--out', str(out), '--input-size', '30']) == 2
+    assert 'multiples of 4' in capsys.readouterr().err
+    with pytest.MonkeyPatch.context() as mp:  # ONNX without its optional packages: how to install them
+        mp.setitem(sys.modules, 'onnxscript', None)
+        assert main(['export', 'bnas_mini', '--format', 'onnx', '--out', str(tmp_path / 'm.onnx')]) == 2
+        assert 'bnas_zoo[onnx]' in capsys.readouterr().err and not (tmp_path / 'm.onnx').exists()
     with pytest.raises(SystemExit) as e:
         main(['export', 'bnas_mini', '--format', 'tflite', '--out', str(out)])
     assert e.value.code == 2
