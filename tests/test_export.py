@@ -36,13 +36,15 @@ def _custom():
 
 def _portable_forward(model, x):
     """The forward as exported: every binary layer on standard operators."""
-    old = binary._portable
-    binary._portable = lambda training: not training
+    old, calls = binary._portable, []
+    binary._portable = lambda training: calls.append(training) or not training
     try:
         with torch.no_grad():
-            return model(x)
+            y = model(x)
     finally:
         binary._portable = old
+    assert calls and not any(calls)  # every binary layer took the standard-operator path
+    return y
 
 
 @pytest.mark.parametrize('name', ALL_MODELS + ['custom'])
