@@ -139,6 +139,30 @@ def xnor_weight(w: torch.Tensor) -> torch.Tensor:
     return _xnor_weight(w)
 
 
+def xnor_weight_value(w: torch.Tensor) -> torch.Tensor:
+    """The value of :func:`xnor_weight` computed with plain tensor ops (the very ops of the custom op's
+    forward, so bit-identical), without its gradient formula: what an eval model computes under export."""
+    wp = center_clamp(w)
+    return torch.sign(wp) * xnor_alpha(wp)
+
+
+def _is_exporting() -> bool:
+    """Under torch.export (also what torch.onnx's dynamo exporter runs) or an ONNX export."""
+    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+
+
+def _portable(training: bool) -> bool:
+    """Whether a binary layer computes with standard operators only (``torch.sign`` and
+    :func:`xnor_weight_value`) instead of the two custom ops: in eval mode under torch.export, an ONNX export
+    or ``torch.jit.trace``, so that the artefact runs without bnas_zoo. The values are bit-identical (the
+    custom ops' forwards are these very ops); only the gradients would differ, which an exported inference
+    graph does not have. Training mode and eager eval (which may record straight-through gradients, e.g. a
+    frozen body under a trained head) always use the custom ops, exactly as before."""
+    if training or torch.jit.is_scripting():
+        return False
+    return torch.jit.is_tracing() or _is_exporting()
+
+
 class BinaryConv2d(nn.Conv2d):
     """Conv2d on signed inputs; with ``binary_weights`` (default) its weights are XNOR-binarized.
 
@@ -153,8 +177,13 @@ class BinaryConv2d(nn.Conv2d):
         self.deployed = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = xnor_weight(self.weight) if self.binary_weights and not self.deployed else self.weight
-        return F.conv2d(sign_ste(x), weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if _portable(self.training):  # eval under export or tracing: standard operators only
+            weight = xnor_weight_value(self.weight) if self.binary_weights and not self.deployed else self.weight
+            x = torch.sign(x)
+        else:
+            weight = xnor_weight(self.weight) if self.binary_weights and not self.deployed else self.weight
+            x = sign_ste(x)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f', binary_weights={self.binary_weights}' + (', deployed' if self.deployed else '')
@@ -202,7 +231,8 @@ class BinarySepConvBlock(nn.Module):
         self.conv = BinaryConv2d(in_chs, out_chs, 1, bias=False, binary_weights=binary_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_dw(sign_ste(self.bn(x)))
+        x = self.bn(x)
+        x = self.conv_dw(torch.sign(x) if _portable(self.training) else sign_ste(x))
         return F.relu(self.conv(self.bn_pw(x)), inplace=True)
 
 

@@ -1,4 +1,4 @@
-"""The ``bnas-zoo`` command line: list, profile, convert-official, publish, bench, demo."""
+"""The ``bnas-zoo`` command line: list, profile, convert-official, publish, bench, export, demo."""
 from __future__ import annotations
 
 import argparse
@@ -15,17 +15,18 @@ EPILOG = """examples:
   bnas-zoo convert-official model_best.pth.tar --model bnas_d --out weights/bnas_d
   bnas-zoo publish weights/bnas_d --repo-id my-org/bnas_d.in1k --dry-run --out publish/bnas_d
   bnas-zoo bench bnas_d bnas_a --batch 1 8 --threads 1 2   # deployed (packed-bit) inference speed
+  bnas-zoo export local-dir:weights/bnas_d --format onnx --out bnas_d.onnx   # runs without bnas_zoo
   bnas-zoo demo                                # the main job on the embedded default
 """
 
 
-def _create(name: str, args: argparse.Namespace):
+def _create(name: str, args: argparse.Namespace, pretrained: bool = False):
     from .registry import VARIANTS, create_checked
-    kwargs = {}
+    kwargs = {'pretrained': True} if pretrained else {}
     if name == 'bnas_custom':
         if not (args.genotype and args.layers and args.channels):
             raise BnasError('bnas_custom needs --genotype, --layers and --channels (and --stem)')
-        kwargs = dict(genotype=args.genotype, layers=args.layers, channels=args.channels, stem=args.stem)
+        kwargs.update(genotype=args.genotype, layers=args.layers, channels=args.channels, stem=args.stem)
         if args.num_classes:
             kwargs['num_classes'] = args.num_classes
     elif ':' not in name and name not in VARIANTS:
@@ -101,6 +102,24 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print(f'{result.repo_id} already holds these exact files: nothing uploaded')
     else:
         print(f'uploaded {", ".join(result.files)} to {result.repo_id}: {result.commit_url}')
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+    if args.input_size is not None and args.input_size < 1:
+        raise BnasError(f'--input-size {args.input_size}: expected >= 1')
+    hub_or_dir = args.model.startswith(('local-dir:', 'hf-hub:'))
+    model = _create(args.model, args, pretrained=args.pretrained or hub_or_dir)
+    size = (model.in_chans, args.input_size, args.input_size) if args.input_size else None
+    out = export_model(model, args.format, args.out, input_size=size, opset=args.opset)
+    weights = 'its weights' if args.pretrained or hub_or_dir else 'freshly initialised weights (no --pretrained)'
+    print(f'wrote {out} ({out.stat().st_size / 2**20:.1f} MiB; {args.model}, {weights}, eval mode)')
+    load = {'onnx': f'onnxruntime.InferenceSession("{out}").run(None, {{"input": x}})',
+            'pt2': f'torch.export.load("{out}").module()(x)',
+            'torchscript': f'torch.jit.load("{out}")(x)'}[args.format]
+    print(f'run it without bnas_zoo: {load}  (x: a float32 batch N x {model.in_chans} x H x W, '
+          f'H and W as exported)')
     return 0
 
 
@@ -276,6 +295,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--input-size', type=int, help="square input resolution (default: the model's)")
     _add_custom_model_args(p, '--cells')
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        'export', help='export a model (eval mode) to ONNX, torch.export (.pt2) or TorchScript: no bnas_zoo needed to run it',
+        description='Export MODEL in eval mode with standard operators only (sign, convolution with the fixed '
+                    'binarized weights, BatchNorm, pooling), so that the file runs without bnas_zoo: ONNX in '
+                    'onnxruntime (or any ONNX runtime; needs pip install "bnas_zoo[onnx]" to export), .pt2 with '
+                    'torch.export.load(FILE).module(), TorchScript (traced) with torch.jit.load(FILE). The batch '
+                    'dimension is dynamic; the resolution is fixed at --input-size. local-dir: and hf-hub: models '
+                    'are exported with their weights; a registered name with --pretrained only.')
+    p.add_argument('model', help='bnas_mini, bnas_a..bnas_h, bnas_custom, local-dir:PATH or hf-hub:ORG/NAME')
+    p.add_argument('--format', required=True, choices=['onnx', 'pt2', 'torchscript'],
+                   help='onnx (torch.onnx dynamo exporter, weights inside the file), pt2 (torch.export.save) or torchscript '
+                        '(torch.jit.trace + save)')
+    p.add_argument('--out', required=True, metavar='FILE', help='the file to write (its folder is created)')
+    p.add_argument('--input-size', type=int, help="square input resolution (default: the model's)")
+    p.add_argument('--pretrained', action='store_true',
+                   help="a registered name: load its pretrained weights from the Hub (default: fresh weights)")
+    p.add_argument('--opset', type=int, default=18, help='ONNX opset (default: 18)')
+    _add_custom_model_args(p, '--layers')
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser('demo', help='the main job on the embedded default: profile every registered model, '
                                     'then publish -> reload bnas_mini (dry run, no network)',
