@@ -75,9 +75,10 @@ def sign_ste(x: torch.Tensor) -> torch.Tensor:
 
     Identical in value and gradient to :func:`sign_ste_reference`, but one pass over the activations
     instead of four: a ``torch.library`` custom op (sign forward, hardtanh's backward), which torch.fx
-    records as one node and torch.export exports (unlike a custom ``autograd.Function``).
+    records as one node and torch.export exports (unlike a custom ``autograd.Function``). Called through
+    ``torch.ops`` (the same dispatch as ``_sign_ste``), so TorchScript scripts it too.
     """
-    return _sign_ste(x)
+    return torch.ops.bnas_zoo.sign_ste(x)
 
 
 def center_clamp(w: torch.Tensor) -> torch.Tensor:
@@ -134,9 +135,10 @@ def xnor_weight(w: torch.Tensor) -> torch.Tensor:
         (alpha * 1[|W| <= 1] * g + sign(W) * mean(sign(W) * g)) * (1 - 1/in) * n
 
     A ``torch.library`` custom op (saving only W for the backward, which applies the formula directly);
-    :func:`xnor_weight_reference` is the same function written with ``detach``.
+    :func:`xnor_weight_reference` is the same function written with ``detach``. Called through ``torch.ops``,
+    so TorchScript scripts it too.
     """
-    return _xnor_weight(w)
+    return torch.ops.bnas_zoo.xnor_weight(w)
 
 
 class BinaryConv2d(nn.Conv2d):

@@ -143,6 +143,10 @@ class BNASNet(nn.Module):
         self.grad_checkpointing = False
         self.reduction_cells = (layers // 3, 2 * layers // 3)
 
+        # the stem(s) of the other type are None, which TorchScript prunes from _stem
+        self.stem = None
+        self.stem0 = None
+        self.stem1 = None
         if stem == 'cifar':
             self.stem = CifarStem(in_chans, 3 * channels)
             c_pp = c_p = 3 * channels
@@ -239,22 +243,28 @@ class BNASNet(nn.Module):
                     f'input height and width must be multiples of {self.input_multiple} for the {self.stem_type} stem')
 
     def _stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        if self.stem_type == 'cifar':
+        if self.stem is not None:
             s = self.stem(x)
             return s, s
+        assert self.stem0 is not None and self.stem1 is not None
         s0 = self.stem0(x)
         return s0, self.stem1(s0)
 
+    @torch.jit.ignore
     def _cell(self, cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
+        if self.grad_checkpointing:
             return checkpoint(cell, s0, s1, use_reentrant=False)
         return cell(s0, s1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         s0, s1 = self._stem(x)
-        for cell in self.cells:
-            s0, s1 = s1, self._cell(cell, s0, s1)
+        if torch.jit.is_scripting():
+            for cell in self.cells:  # TorchScript: no grad checkpointing, modules are not arguments
+                s0, s1 = s1, cell(s0, s1)
+        else:
+            for cell in self.cells:
+                s0, s1 = s1, self._cell(cell, s0, s1)
         return s1
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
