@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -14,6 +14,7 @@ from timm.layers import _assert, create_classifier
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
+from .binary import binary_param_names, ensure_latent_projection
 from .cell import Cell
 from .compiler import compile_cell, last_cell_fp_slots
 from .errors import GenotypeError, ModelConfigError
@@ -198,6 +199,7 @@ class BNASNet(nn.Module):
         self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
         self.head_drop = nn.Dropout(drop_rate)
         self.set_drop_path(drop_path_rate)
+        ensure_latent_projection(self)  # the release's in-place latent projection, with any optimizer
 
     def architecture_args(self) -> Dict[str, Any]:
         """The JSON-serialisable arguments that rebuild this architecture (the genotype itself included)."""
@@ -211,6 +213,12 @@ class BNASNet(nn.Module):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^stem', blocks=r'^cells\.(\d+)')
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        """The latent binary weights: no weight decay on them, as the release (timm's optimizer factory
+        ``create_optimizer_v2`` reads this; 1-d parameters, BatchNorm and biases, are excluded by timm too)."""
+        return binary_param_names(self)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -256,8 +264,17 @@ class BNASNet(nn.Module):
             return checkpoint(cell, s0, s1, use_reentrant=False)
         return cell(s0, s1)
 
+    @torch.jit.ignore
+    def _training_hooks(self) -> None:
+        """Training forward: (re)attach the latent projection hooks to weights that lack them (a replaced or
+        copied parameter, one unfrozen since); a no-op for each weight that has its hook."""
+        if self.training and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            ensure_latent_projection(self)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
+        if not torch.jit.is_scripting():
+            self._training_hooks()
         s0, s1 = self._stem(x)
         if torch.jit.is_scripting():
             for cell in self.cells:  # TorchScript: no grad checkpointing, modules are not arguments
@@ -295,6 +312,7 @@ class BNASNet(nn.Module):
         assert output_fmt == 'NCHW', 'Output shape must be NCHW.'
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
         self._check_input(x)
+        self._training_hooks()
         intermediates = []
         s0, s1 = self._stem(x)
         if 0 in take_indices:
