@@ -267,7 +267,7 @@ def ensure_latent_projection(model: nn.Module) -> None:
     A parameter that is replaced (``conv.weight = nn.Parameter(...)``, a deep copy) loses its hooks; BNASNet
     calls this at every training forward pass, so such a weight gets the hook back before its backward."""
     for m in binary_convs(model):
-        w = m.weight
+        w = m._parameters['weight']  # the tensor itself (never a tracer's proxy)
         if m.deployed or not w.requires_grad:
             continue
         handle = getattr(w, '_bnas_projection_hook', None)

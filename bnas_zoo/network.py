@@ -4,8 +4,8 @@
 ``reset_classifier``, ``forward_intermediates``, ``prune_intermediate_layers``, grad checkpointing,
 ``group_matcher``; it traces with torch.fx and exports with torch.export.
 """
-from __future__ import annotations
-
+# no `from __future__ import annotations`: torch.fx writes string annotations into the traced code, which
+# TorchScript (timm's fx + script test) cannot read
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
