@@ -129,12 +129,12 @@ def _unwrap_state_dict(obj: Any, source: str, use_ema: bool = False) -> Dict[str
     if not isinstance(obj, dict):
         raise CheckpointError(f'{source}: holds a {type(obj).__name__}; expected a state dict or a training '
                               f"checkpoint (a dict with 'state_dict')")
-    for key in (_EMA_KEYS if use_ema else ()) + _STATE_KEYS:
+    for key in _EMA_KEYS if use_ema else _STATE_KEYS:
         if isinstance(obj.get(key), dict):
             return obj[key]
-    if use_ema and any(k in obj for k in _STATE_KEYS):
-        raise CheckpointError(f"{source}: a training checkpoint without EMA weights ('state_dict_ema'); "
-                              f'drop --use-ema to load its weights')
+    if use_ema:
+        raise CheckpointError(f"{source}: no EMA weights ('state_dict_ema') in it; load its weights without "
+                              f'--use-ema')
     return obj
 
 
@@ -158,10 +158,11 @@ def read_weights(path: str, source: Optional[str] = None, use_ema: bool = False)
             with allow:
                 obj = torch.load(path, map_location='cpu', weights_only=True)
         except pickle.UnpicklingError as e:
+            detail = [line.strip() for line in str(e).splitlines() if 'Unsupported global' in line]
             raise CheckpointError(
-                f'{source}: a torch checkpoint that torch.load(weights_only=True) refuses (it pickles more than '
-                f'tensors and plain containers: {first_line(e)}); expected a state dict or a training '
-                f'checkpoint of tensors, or a safetensors file') from None
+                f'{source}: a torch checkpoint that torch.load(weights_only=True) refuses: it pickles more than '
+                f'tensors and plain containers ({detail[0] if detail else first_line(e)}); expected a state dict '
+                f'or a training checkpoint of tensors, or a safetensors file') from None
         except (RuntimeError, EOFError, OSError) as e:
             raise CheckpointError(f'{source}: not a readable torch checkpoint ({first_line(e)})') from None
         return _unwrap_state_dict(obj, source, use_ema)
