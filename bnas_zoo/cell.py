@@ -95,8 +95,8 @@ class Cell(nn.Module):
         # output: the concatenated nodes from the first to the last non-zero one (zero nodes between them
         # as zero tensors); zero nodes before and after cost only a zero padding of the channels
         live_pos = [j for j, n in enumerate(plan.concat) if n not in plan.zero_nodes]
-        self._body: Tuple[int, ...] = tuple(plan.concat[live_pos[0]:live_pos[-1] + 1]) if live_pos else ()
-        self._pad: Tuple[int, int] = (
+        self._body = tuple(plan.concat[live_pos[0]:live_pos[-1] + 1]) if live_pos else ()
+        self._pad = (
             (live_pos[0] * channels, (len(plan.concat) - 1 - live_pos[-1]) * channels) if live_pos
             else (0, (len(plan.concat) - 1) * channels))
 

@@ -257,3 +257,17 @@ def test_fx_then_torchscript(name):
     x = _input(name, 1)
     out = list(scripted(x).values())[0]
     assert torch.equal(out, model(x))
+
+
+def test_torchscript_materialized_zero_nodes_and_shared_edges():
+    """The cell graph's special cases scripted: a zero node a conv reads (materialized), edges sharing one
+    pooling, zero nodes padded or inside the output."""
+    cell = {'normal': [['none', 0], ['none', 1], ['bin_conv_3x3', 2], ['max_pool_3x3', 1],
+                       ['max_pool_3x3', 1], ['bin_conv_3x3', 3], ['max_pool_3x3', 1], ['none', 3]],
+            'normal_concat': [2, 3, 4, 5]}
+    cell['reduce'], cell['reduce_concat'] = cell['normal'], cell['normal_concat']
+    model = timm.create_model('bnas_custom', genotype=cell, layers=3, channels=4, stem='cifar', num_classes=3).eval()
+    plans = [c.plan for c in model.cells]
+    assert all(p.materialized_zeros == {2} for p in plans) and plans[0].shared == {4: 3, 6: 3}
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(torch.jit.script(model)(x), model(x))
