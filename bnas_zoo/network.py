@@ -165,7 +165,7 @@ class BNASNet(nn.Module):
             self.input_multiple = 32
 
         self.feature_info: List[Dict[str, Any]] = [stem_info]
-        self._feature_cells: List[int] = []
+        self._feature_cells = []  # type: List[int]
         c_curr = channels
         cells = []
         depends = [True, True]  # whether cell i's inputs (s0, s1) depend on the network's input
