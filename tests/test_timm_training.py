@@ -217,24 +217,35 @@ def _timm_validate_script():
     for root in (os.environ.get('TIMM_REPO'), '/work/timm_ref'):
         if root and (Path(root) / 'validate.py').is_file():
             return Path(root) / 'validate.py'
-    pytest.skip("timm's validate.py not found (set TIMM_REPO to a checkout of timm's repository)")
+    return None
 
 
-def test_timm_validate_py_on_bnas_mini(tmp_path):
-    """timm's own validate.py, through `python -m bnas_zoo.timm_script`, on a tiny ImageFolder, with a
-    checkpoint written as timm's train.py writes it."""
+def test_timm_validate_py_and_bnas_validate_on_a_timm_checkpoint(tmp_path, capsys):
+    """A 2-class checkpoint written as timm's train.py writes it, on a tiny ImageFolder: bnas-validate takes its
+    class count; timm's own validate.py, through `python -m bnas_zoo.timm_script`, gives the same accuracy
+    (when timm's repository is found: TIMM_REPO)."""
+    import csv
+    import json
     from PIL import Image
-    script = _timm_validate_script()
     for c in range(2):
         d = tmp_path / 'data' / 'validation' / f'class{c}'
         d.mkdir(parents=True)
-        for i in range(2):
+        for i in range(3):
             Image.new('RGB', (32, 32), (120 * c, 40 * i, 90)).save(d / f'{i}.png')
     model = timm.create_model('bnas_mini', num_classes=2)
-    _timm_train_checkpoint(tmp_path / 'model_best.pth.tar', model)
+    ckpt = tmp_path / 'model_best.pth.tar'
+    _timm_train_checkpoint(ckpt, model)
+    assert validate_main(['--model', 'bnas_mini', '--checkpoint', str(ckpt), '--data-dir', str(tmp_path / 'data'),
+                          '--json']) == 0
+    ours = json.loads(capsys.readouterr().out)
+    assert ours['images'] == 6
+    script = _timm_validate_script()
+    if script is None:
+        pytest.skip("timm's validate.py not found (set TIMM_REPO to a checkout of timm's repository)")
     r = _run_module([str(script), '--data-dir', str(tmp_path / 'data'), '--model', 'bnas_mini', '--num-classes', '2',
-                     '--checkpoint', str(tmp_path / 'model_best.pth.tar'), '-b', '4', '-j', '0', '--device', 'cpu',
+                     '--checkpoint', str(ckpt), '-b', '4', '-j', '0', '--device', 'cpu',
                      '--results-file', str(tmp_path / 'res.csv')], tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert 'Unknown model' not in r.stderr
-    assert 'bnas_mini' in (tmp_path / 'res.csv').read_text()
+    row = next(csv.DictReader((tmp_path / 'res.csv').open()))
+    assert row['model'] == 'bnas_mini'
+    assert float(row['top1']) == pytest.approx(ours['top1'], abs=1e-3)

@@ -4,6 +4,7 @@
     bnas-validate --model bnas_d --pretrained --data-dir /data/imagenet --split validation
     bnas-validate --model bnas_mini --checkpoint runs/mini/model.safetensors --data embedded
     bnas-validate --model bnas_mini --checkpoint output/train/RUN/model_best.pth.tar --data-dir DIR  # timm train.py
+        (the classifier takes the checkpoint's class count)
     bnas-validate --model hf-hub:ORG/NAME --data-dir DIR --json
 """
 from __future__ import annotations
@@ -59,6 +60,9 @@ def _main(args) -> int:
     if args.checkpoint:
         state = read_weights(args.checkpoint, f'--checkpoint {args.checkpoint}', use_ema=args.use_ema)
         check_weights(state, model.state_dict(), f'--checkpoint {args.checkpoint}')
+        head = state.get('classifier.weight')
+        if isinstance(head, torch.Tensor) and head.ndim == 2 and head.shape[0] != model.num_classes:
+            model.reset_classifier(head.shape[0])  # a checkpoint trained for another class count
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
