@@ -7,8 +7,8 @@
     fast = bnas_zoo.deploy(model)   # inference on packed bits (XNOR-popcount kernels)
 """
 from .binary import (
-    BinaryConv2d, BinaryConvBlock, attach_latent_projection, binary_convs, binary_param_names, project_latent_,
-    sign_ste, xnor_weight,
+    BinaryConv2d, BinaryConvBlock, attach_latent_projection, binary_convs, binary_param_names, ensure_latent_projection,
+    project_latent_, sign_ste, xnor_weight,
 )
 from .errors import BnasError, CheckpointError, GenotypeError, ModelConfigError
 from .genotype import PRIMITIVES, Genotype, list_genotypes, load_genotype

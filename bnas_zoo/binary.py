@@ -13,12 +13,21 @@ How training stays equivalent to the release. The release, before every forward 
 the latent weights in place (W <- P(W)), runs the network on ``sign(W) * alpha``, and applies the update to
 the projected latent: W <- P(W) - lr * update. Here the forward pass evaluates ``P(W)`` as a value-only
 projection (so any stored weights, e.g. a release checkpoint, are evaluated exactly as the release
-evaluates them), and :func:`attach_latent_projection` projects the latents in place right before every
-optimizer step, so the step applies to P(W), as in the release. The stored latents are therefore always
-those the release would hold: a centred and clamped tensor plus the last update.
+evaluates them), and the latents are projected in place between the backward pass and the optimizer step,
+so the step applies to P(W), as in the release. The stored latents are therefore always those the release
+would hold: a centred and clamped tensor plus the last update.
+
+That in-place projection needs no special optimizer: every trainable latent binary weight carries a
+post-accumulate-grad hook (:func:`ensure_latent_projection`, which BNASNet applies at construction and at
+every training forward) that projects it as soon as its gradient is accumulated, at most once per update.
+Any optimizer and loop (timm's ``train.py``, a plain ``loss.backward(); opt.step()``) therefore trains as the
+release. :func:`attach_latent_projection` instead projects right before each ``optimizer.step()`` (and turns
+the hooks of that model off), which bnas-train uses.
 """
 from __future__ import annotations
 
+import warnings
+import weakref
 from typing import Iterator
 
 import torch
@@ -28,7 +37,7 @@ import torch.nn.functional as F
 __all__ = [
     'sign_ste', 'sign_ste_reference', 'xnor_weight', 'xnor_weight_reference', 'xnor_alpha', 'center_clamp',
     'scale_grad', 'BinaryConv2d', 'BinaryConvBlock', 'BinarySepConvBlock', 'binary_convs', 'binary_param_names', 'project_latent_',
-    'attach_latent_projection',
+    'attach_latent_projection', 'ensure_latent_projection',
 ]
 
 
@@ -75,9 +84,10 @@ def sign_ste(x: torch.Tensor) -> torch.Tensor:
 
     Identical in value and gradient to :func:`sign_ste_reference`, but one pass over the activations
     instead of four: a ``torch.library`` custom op (sign forward, hardtanh's backward), which torch.fx
-    records as one node and torch.export exports (unlike a custom ``autograd.Function``).
+    records as one node and torch.export exports (unlike a custom ``autograd.Function``). Called through
+    ``torch.ops`` (the same dispatch as ``_sign_ste``), so TorchScript scripts it too.
     """
-    return _sign_ste(x)
+    return torch.ops.bnas_zoo.sign_ste(x)
 
 
 def center_clamp(w: torch.Tensor) -> torch.Tensor:
@@ -134,9 +144,10 @@ def xnor_weight(w: torch.Tensor) -> torch.Tensor:
         (alpha * 1[|W| <= 1] * g + sign(W) * mean(sign(W) * g)) * (1 - 1/in) * n
 
     A ``torch.library`` custom op (saving only W for the backward, which applies the formula directly);
-    :func:`xnor_weight_reference` is the same function written with ``detach``.
+    :func:`xnor_weight_reference` is the same function written with ``detach``. Called through ``torch.ops``,
+    so TorchScript scripts it too.
     """
-    return _xnor_weight(w)
+    return torch.ops.bnas_zoo.xnor_weight(w)
 
 
 def xnor_weight_value(w: torch.Tensor) -> torch.Tensor:
@@ -256,11 +267,72 @@ def attach_latent_projection(optimizer: torch.optim.Optimizer, model: nn.Module)
     """Centre and clamp ``model``'s latent binary weights in place before every ``optimizer.step()``, so
     that each update applies to the centred, clamped latent as in the release (see the module docstring).
 
-    Returns the hook handle (``handle.remove()`` detaches it).
+    The weights' own post-backward projection (:func:`ensure_latent_projection`) is turned off for them: the
+    projection happens once per update, here. Returns the hook handle (``handle.remove()`` detaches it).
     """
+    for m in binary_convs(model):
+        m.weight._bnas_step_projection = True
+
     def hook(opt, args, kwargs):
         project_latent_(model)
     return optimizer.register_step_pre_hook(hook)
+
+
+def _project_after_grad(w: torch.Tensor) -> None:
+    """Post-accumulate-grad hook of a latent binary weight: W <- P(W) in place, once per update.
+
+    The gradient was computed at P(W) (the forward pass projects value-only), so the optimizer step that
+    follows applies to P(W), as in the release. Skipped when W was already projected and not modified since
+    (gradient accumulation over several backward passes), or when an optimizer hook projects it instead."""
+    if getattr(w, '_bnas_step_projection', False) or getattr(w, '_bnas_projected_version', -1) == w._version:
+        return
+    with torch.no_grad():
+        w.copy_(center_clamp(w))
+    w._bnas_projected_version = w._version
+
+
+def ensure_latent_projection(model: nn.Module) -> None:
+    """Give every trainable latent binary weight of ``model`` its in-place projection hook (idempotent).
+
+    A parameter that is replaced (``conv.weight = nn.Parameter(...)``, a deep copy) loses its hooks; BNASNet
+    calls this at every training forward pass, so such a weight gets the hook back before its backward."""
+    for m in binary_convs(model):
+        w = m._parameters['weight']  # the tensor itself (never a tracer's proxy)
+        if m.deployed or not w.requires_grad:
+            continue
+        handle = getattr(w, '_bnas_projection_hook', None)
+        if handle is not None and handle.id in (w._post_accumulate_grad_hooks or {}):
+            continue
+        w._bnas_projected_version = -1
+        w._bnas_projection_hook = w.register_post_accumulate_grad_hook(_project_after_grad)
+    global _decay_check
+    if _decay_check is None:
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+        _decay_check = register_optimizer_step_pre_hook(_warn_latent_weight_decay)
+
+
+_decay_check = None
+_decay_checked: 'weakref.WeakSet[torch.optim.Optimizer]' = weakref.WeakSet()
+
+
+def _warn_latent_weight_decay(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """At an optimizer's first step: warn if it applies weight decay to latent binary weights, which the
+    release does not (``model.no_weight_decay()`` names them; timm's ``create_optimizer_v2`` honours it)."""
+    if optimizer in _decay_checked:
+        return
+    _decay_checked.add(optimizer)
+    for group in optimizer.param_groups:
+        if not group.get('weight_decay'):
+            continue
+        for p in group['params']:
+            if getattr(p, '_bnas_projection_hook', None) is not None and not getattr(p, '_bnas_step_projection', False):
+                warnings.warn(
+                    f'{type(optimizer).__name__} applies weight_decay={group["weight_decay"]} to the latent binary '
+                    f'weights of a BNAS network, which the released training does not: build the optimizer with '
+                    f'timm.optim.create_optimizer_v2(model, ..., weight_decay=...) (it honours '
+                    f'model.no_weight_decay()), or put model.no_weight_decay() in a group with weight_decay=0',
+                    UserWarning, stacklevel=3)
+                return
 
 
 def binary_param_names(model: nn.Module) -> set:

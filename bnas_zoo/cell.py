@@ -1,7 +1,9 @@
-"""A BNAS cell compiled from a :class:`~bnas_zoo.compiler.CellPlan` (spec §2)."""
-from __future__ import annotations
+"""A BNAS cell compiled from a :class:`~bnas_zoo.compiler.CellPlan` (spec §2).
 
-from typing import Dict, FrozenSet, Optional, Tuple
+The forward pass reads only static ints, lists of ints and the ``ops`` ModuleDict (iterated in order), so
+TorchScript scripts it as eager PyTorch runs it: the plan is unrolled into those tables at construction.
+"""
+from typing import Dict, FrozenSet, List, Optional
 
 import torch
 import torch.nn as nn
@@ -43,6 +45,14 @@ class Cell(nn.Module):
         fp_slots: slots (``preprocess0``, ``ops.6``, ...) whose conv keeps float weights.
         shortcut_groups: group count of the reduction shortcut's conv.
     """
+    __jit_ignored_attributes__ = ['plan']  # Python-side description; forward reads the static tables
+    # the static tables' types, for TorchScript (which cannot infer the type of an empty list)
+    _edge_input: List[int]
+    _shared_edges: List[int]
+    _shared_src: List[int]
+    _materialized: List[int]
+    _body_nodes: List[int]
+    _body_zero: List[bool]
 
     def __init__(
             self,
@@ -85,58 +95,86 @@ class Cell(nn.Module):
         # output: the concatenated nodes from the first to the last non-zero one (zero nodes between them
         # as zero tensors); zero nodes before and after cost only a zero padding of the channels
         live_pos = [j for j, n in enumerate(plan.concat) if n not in plan.zero_nodes]
-        self._body: Tuple[int, ...] = tuple(plan.concat[live_pos[0]:live_pos[-1] + 1]) if live_pos else ()
-        self._pad: Tuple[int, int] = (
+        self._body = tuple(plan.concat[live_pos[0]:live_pos[-1] + 1]) if live_pos else ()
+        self._pad = (
             (live_pos[0] * channels, (len(plan.concat) - 1 - live_pos[-1]) * channels) if live_pos
             else (0, (len(plan.concat) - 1) * channels))
 
-    def _edge(self, k: int, states: Dict[int, torch.Tensor], computed: Dict[int, torch.Tensor]) -> torch.Tensor:
-        src = self.plan.shared.get(k, k)
-        if src in computed:
-            return computed[src]
-        y = self.ops[str(src)](states[self.plan.edges[src][1]])
-        computed[src] = y
-        return y
+        # the compiled plan as static tables (what forward reads; TorchScript needs no CellPlan)
+        self._edge_input = [inp for _, inp in plan.edges]
+        self._shared_edges = sorted(plan.shared)
+        self._shared_src = [plan.shared[k] for k in self._shared_edges]
+        self._materialized = sorted(plan.materialized_zeros)
+        self._body_nodes = list(self._body)
+        self._body_zero = [n in plan.zero_nodes for n in self._body]
+        self._zero_ref: int = plan.live_nodes[0] if plan.live_nodes else -1
+        self._pad_lo: int = self._pad[0]
+        self._pad_hi: int = self._pad[1]
+
+    def _use(self, k: int, y: torch.Tensor, states: Dict[int, torch.Tensor]) -> None:
+        """Add edge ``k``'s output (after drop-path when training) to its node."""
+        if self.training and self.drop_path_prob > 0.0:
+            y = drop_path(y, self.drop_path_prob, True)
+        node = 2 + k // 2
+        if node in states:
+            states[node] = states[node] + y
+        else:
+            states[node] = y
+
+    def _use_shared(self, j: int, before: int, states: Dict[int, torch.Tensor],
+                    computed: Dict[int, torch.Tensor]) -> int:
+        """Use the shared edges ``j, j+1, ...`` (in edge order) numbered below ``before``; the next ``j``."""
+        while j < len(self._shared_edges) and self._shared_edges[j] < before:
+            self._use(self._shared_edges[j], computed[self._shared_src[j]], states)
+            j += 1
+        return j
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        plan = self.plan
         states: Dict[int, torch.Tensor] = {}
         if self.preprocess0 is not None:
             states[0] = self.preprocess0(s0)
         if self.preprocess1 is not None:
             states[1] = self.preprocess1(s1)
-        computed: Dict[int, torch.Tensor] = {}
-        for node in range(2, 2 + plan.steps):
-            if node in plan.materialized_zeros:
+        if self.zeroise is not None:
+            for node in self._materialized:  # zero nodes a live convolution reads
                 states[node] = self.zeroise(self._input_reference(states))
-            elif node in plan.live_nodes:
-                h: Optional[torch.Tensor] = None
-                for k in plan.node_edges(node):
-                    y = self._edge(k, states, computed)
-                    if self.training and self.drop_path_prob > 0.0:
-                        y = drop_path(y, self.drop_path_prob, True)
-                    h = y if h is None else h + y
-                states[node] = h
+        # the live edges in order (a node's edges are summed before any later edge reads it); a shared edge
+        # reuses the output of the earlier edge computing the same tensor
+        computed: Dict[int, torch.Tensor] = {}
+        j = 0
+        for key, op in self.ops.items():
+            k = int(key)
+            j = self._use_shared(j, k, states, computed)
+            y = op(states[self._edge_input[k]])
+            computed[k] = y
+            self._use(k, y, states)
+        self._use_shared(j, len(self._edge_input), states, computed)
 
         skip: Optional[torch.Tensor] = None
         if self.skip:
-            skip = self.shortcut(s1) if self.shortcut is not None else s1
-        if not self._body:  # every concatenated node is zero
+            if self.shortcut is not None:
+                skip = self.shortcut(s1)
+            else:
+                skip = s1
+        if len(self._body_nodes) == 0:  # every concatenated node is zero
             if skip is not None:
                 return skip
-            body = self.zeroise(self._input_reference(states))
+            if self.zeroise is not None:
+                body = self.zeroise(self._input_reference(states))
+            else:
+                raise RuntimeError('a cell without output nodes and skip must hold a Zeroise')
         else:
-            parts = [states[n] if n not in plan.zero_nodes else torch.zeros_like(self._zero_reference(states))
-                     for n in self._body]
+            parts: List[torch.Tensor] = []
+            for i, n in enumerate(self._body_nodes):
+                if self._body_zero[i]:
+                    parts.append(torch.zeros_like(states[self._zero_ref]))
+                else:
+                    parts.append(states[n])
             body = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        if self._pad[0] or self._pad[1]:
-            body = F.pad(body, (0, 0, 0, 0, self._pad[0], self._pad[1]))
+        if self._pad_lo or self._pad_hi:
+            body = F.pad(body, [0, 0, 0, 0, self._pad_lo, self._pad_hi])
         return body if skip is None else body + skip
 
-    def _zero_reference(self, states: Dict[int, torch.Tensor]) -> torch.Tensor:
-        return states[self.plan.live_nodes[0]]
-
-    @staticmethod
-    def _input_reference(states: Dict[int, torch.Tensor]) -> torch.Tensor:
+    def _input_reference(self, states: Dict[int, torch.Tensor]) -> torch.Tensor:
         """A preprocessed cell input: the shape a zero node takes (after the Zeroise stride)."""
         return states[0] if 0 in states else states[1]

@@ -316,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_custom_model_args(p, '--layers')
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser(
+        'timm', help="run one of timm's scripts (train.py, validate.py, benchmark.py, inference.py) on bnas models",
+        description="bnas-zoo timm SCRIPT.py ARGS...: import bnas_zoo (registering the bnas models), then run "
+                    "timm's SCRIPT.py with ARGS as `python SCRIPT.py ARGS` would. The scripts come from timm's "
+                    "repository (they are not installed with timm).")
+    p.add_argument('script', help="path of timm's train.py, validate.py, benchmark.py or inference.py")
+    p.add_argument('args', nargs=argparse.REMAINDER, help="the script's own arguments")
+
     p = sub.add_parser('demo', help='the main job on the embedded default: profile every registered model, '
                                     'then publish -> reload bnas_mini (dry run, no network)',
                        description='Print the cost profile of every registered model (true figures and the '
@@ -328,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ['timm'] and argv[1:2] not in (['-h'], ['--help']):  # every later argument is the script's
+        from .timm_script import main as timm_main
+        return timm_main(argv[1:])
     args = build_parser().parse_args(argv)
     return run_cli('bnas-zoo', lambda: _run(args), args.debug)
 

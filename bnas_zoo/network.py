@@ -4,9 +4,9 @@
 ``reset_classifier``, ``forward_intermediates``, ``prune_intermediate_layers``, grad checkpointing,
 ``group_matcher``; it traces with torch.fx and exports with torch.export.
 """
-from __future__ import annotations
-
-from typing import Any, Dict, List, Optional, Tuple, Union
+# no `from __future__ import annotations`: torch.fx writes string annotations into the traced code, which
+# TorchScript (timm's fx + script test) cannot read
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -14,6 +14,7 @@ from timm.layers import _assert, create_classifier
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
+from .binary import binary_param_names, ensure_latent_projection
 from .cell import Cell
 from .compiler import compile_cell, last_cell_fp_slots
 from .errors import GenotypeError, ModelConfigError
@@ -143,6 +144,10 @@ class BNASNet(nn.Module):
         self.grad_checkpointing = False
         self.reduction_cells = (layers // 3, 2 * layers // 3)
 
+        # the stem(s) of the other type are None, which TorchScript prunes from _stem
+        self.stem = None
+        self.stem0 = None
+        self.stem1 = None
         if stem == 'cifar':
             self.stem = CifarStem(in_chans, 3 * channels)
             c_pp = c_p = 3 * channels
@@ -160,7 +165,7 @@ class BNASNet(nn.Module):
             self.input_multiple = 32
 
         self.feature_info: List[Dict[str, Any]] = [stem_info]
-        self._feature_cells: List[int] = []
+        self._feature_cells = []  # type: List[int]
         c_curr = channels
         cells = []
         depends = [True, True]  # whether cell i's inputs (s0, s1) depend on the network's input
@@ -194,6 +199,7 @@ class BNASNet(nn.Module):
         self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
         self.head_drop = nn.Dropout(drop_rate)
         self.set_drop_path(drop_path_rate)
+        ensure_latent_projection(self)  # the release's in-place latent projection, with any optimizer
 
     def architecture_args(self) -> Dict[str, Any]:
         """The JSON-serialisable arguments that rebuild this architecture (the genotype itself included)."""
@@ -207,6 +213,12 @@ class BNASNet(nn.Module):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^stem', blocks=r'^cells\.(\d+)')
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        """The latent binary weights: no weight decay on them, as the release (timm's optimizer factory
+        ``create_optimizer_v2`` reads this; 1-d parameters, BatchNorm and biases, are excluded by timm too)."""
+        return binary_param_names(self)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -239,22 +251,37 @@ class BNASNet(nn.Module):
                     f'input height and width must be multiples of {self.input_multiple} for the {self.stem_type} stem')
 
     def _stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        if self.stem_type == 'cifar':
+        if self.stem is not None:
             s = self.stem(x)
             return s, s
+        assert self.stem0 is not None and self.stem1 is not None
         s0 = self.stem0(x)
         return s0, self.stem1(s0)
 
+    @torch.jit.ignore
     def _cell(self, cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
+        if self.grad_checkpointing:
             return checkpoint(cell, s0, s1, use_reentrant=False)
         return cell(s0, s1)
 
+    @torch.jit.ignore
+    def _training_hooks(self) -> None:
+        """Training forward: (re)attach the latent projection hooks to weights that lack them (a replaced or
+        copied parameter, one unfrozen since); a no-op for each weight that has its hook."""
+        if self.training and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            ensure_latent_projection(self)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
+        if not torch.jit.is_scripting():
+            self._training_hooks()
         s0, s1 = self._stem(x)
-        for cell in self.cells:
-            s0, s1 = s1, self._cell(cell, s0, s1)
+        if torch.jit.is_scripting():
+            for cell in self.cells:  # TorchScript: no grad checkpointing, modules are not arguments
+                s0, s1 = s1, cell(s0, s1)
+        else:
+            for cell in self.cells:
+                s0, s1 = s1, self._cell(cell, s0, s1)
         return s1
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -285,6 +312,7 @@ class BNASNet(nn.Module):
         assert output_fmt == 'NCHW', 'Output shape must be NCHW.'
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
         self._check_input(x)
+        self._training_hooks()
         intermediates = []
         s0, s1 = self._stem(x)
         if 0 in take_indices:

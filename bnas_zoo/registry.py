@@ -7,6 +7,7 @@ overridden by the environment variable ``BNAS_ZOO_HUB_ORG`` (read at import time
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -26,6 +27,7 @@ from .errors import BnasError, CheckpointError, ModelConfigError, first_line
 from .network import BNASNet
 
 __all__ = ['HUB_ORG', 'VARIANTS', 'Variant', 'CIFAR10_MEAN', 'CIFAR10_STD', 'hub_repo_id', 'checkpoint_filter_fn',
+           'read_weights',
            'MODEL_ARGS', 'check_model_config', 'read_model_folder', 'check_weights']
 
 HUB_ORG = os.environ.get('BNAS_ZOO_HUB_ORG', 'bnas-zoo')
@@ -117,10 +119,64 @@ def _adapt_stem_bn(state_dict: Dict[str, torch.Tensor], model: BNASNet) -> None:
             state_dict[key] = t.repeat((n + t.shape[0] - 1) // t.shape[0])[:n].clone()
 
 
+#: the keys of a training checkpoint (timm's train.py, bnas-train's last.pth.tar) that hold a state dict
+_STATE_KEYS = ('state_dict', 'model')
+_EMA_KEYS = ('state_dict_ema', 'model_ema')
+
+
+def _unwrap_state_dict(obj: Any, source: str, use_ema: bool = False) -> Dict[str, Any]:
+    """The state dict of a loaded weight file: itself, or its ``state_dict`` (``state_dict_ema`` with
+    ``use_ema``) when it is a training checkpoint."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f'{source}: holds a {type(obj).__name__}; expected a state dict or a training '
+                              f"checkpoint (a dict with 'state_dict')")
+    for key in _EMA_KEYS if use_ema else _STATE_KEYS:
+        if isinstance(obj.get(key), dict):
+            return obj[key]
+    if use_ema:
+        raise CheckpointError(f"{source}: no EMA weights ('state_dict_ema') in it; load its weights without "
+                              f'--use-ema')
+    return obj
+
+
+def read_weights(path: str, source: Optional[str] = None, use_ema: bool = False) -> Dict[str, Any]:
+    """The state dict in a weight file: safetensors, or a torch checkpoint (a state dict, or a training
+    checkpoint such as timm train.py's ``model_best.pth.tar``: its ``state_dict``, or with ``use_ema`` its
+    ``state_dict_ema``). A torch file is read with ``torch.load(weights_only=True)`` only (tensors and plain
+    containers; the ``argparse.Namespace`` of timm's training arguments is allowed, as timm does)."""
+    import argparse
+    from safetensors.torch import load_file
+    source = source or path
+    try:
+        with open(path, 'rb') as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f'{source}: cannot read it ({e.strerror or e})') from None
+    if magic[:2] == b'PK' or magic[:1] == b'\x80':  # a torch.save zip archive / a legacy pickle
+        try:
+            allow = (torch.serialization.safe_globals([argparse.Namespace])
+                     if hasattr(torch.serialization, 'safe_globals') else contextlib.nullcontext())
+            with allow:
+                obj = torch.load(path, map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError as e:
+            detail = [line.strip() for line in str(e).splitlines() if 'Unsupported global' in line]
+            raise CheckpointError(
+                f'{source}: a torch checkpoint that torch.load(weights_only=True) refuses: it pickles more than '
+                f'tensors and plain containers ({detail[0] if detail else first_line(e)}); expected a state dict '
+                f'or a training checkpoint of tensors, or a safetensors file') from None
+        except (RuntimeError, EOFError, OSError) as e:
+            raise CheckpointError(f'{source}: not a readable torch checkpoint ({first_line(e)})') from None
+        return _unwrap_state_dict(obj, source, use_ema)
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f'{source}: neither a safetensors file nor a torch checkpoint ({e})') from None
+
+
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: BNASNet) -> Dict[str, torch.Tensor]:
-    """Adapt a bnas_zoo state dict to ``model`` (input channels), refusing the release's raw layout."""
-    if 'state_dict' in state_dict and isinstance(state_dict['state_dict'], dict):
-        state_dict = state_dict['state_dict']
+    """Adapt a bnas_zoo state dict to ``model`` (input channels), refusing the release's raw layout. A training
+    checkpoint (timm's train.py, a dict with ``state_dict``) gives its ``state_dict``."""
+    state_dict = _unwrap_state_dict(state_dict, 'the weights')
     if any(k.startswith('module.') or '._ops.' in k for k in state_dict):
         raise CheckpointError(
             "these are the BNAS authors' raw weights (keys 'module.*' / '_ops'); convert them first with "

@@ -201,3 +201,73 @@ def test_wrong_input_is_a_clear_error():
 def test_unknown_model_name():
     with pytest.raises(RuntimeError, match='Unknown model'):
         timm.create_model('bnas_z')
+
+
+# --- TorchScript (timm's test_model_forward_torchscript / test_model_forward_fx_torchscript) ---------------
+
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in TIMM_MODELS])
+def test_torchscript_script_equals_eager(name):
+    """torch.jit.script of every variant (as timm's test, under set_scriptable) gives the eager outputs."""
+    with timm.set_scriptable(True):
+        model = timm.create_model(name).eval()
+    x = _input(name, 1)
+    scripted = torch.jit.script(model)
+    assert torch.equal(scripted(x), model(x))
+    assert torch.equal(scripted.forward_features(x), model.forward_features(x))
+
+
+def test_torchscript_saves_loads_and_trains_as_eager(tmp_path):
+    """The scripted model saves and loads without Python (libtorch); in training mode (drop-path, BatchNorm
+    statistics, the binary ops' custom gradients through torch.ops) it matches the eager model."""
+    model = timm.create_model('bnas_mini', drop_path_rate=0.2)
+    ref = timm.create_model('bnas_mini', drop_path_rate=0.2)
+    ref.load_state_dict(model.state_dict())
+    scripted = torch.jit.script(model)
+    torch.jit.save(scripted, str(tmp_path / 'm.pt'))
+    loaded = torch.jit.load(str(tmp_path / 'm.pt'))
+    x = _input('bnas_mini')
+    assert torch.equal(loaded.eval()(x), ref.eval()(x))
+    loaded.train()
+    ref.train()
+    torch.manual_seed(3)
+    out = loaded(x)
+    torch.manual_seed(3)
+    expected = ref(x)
+    assert torch.equal(out, expected)  # same drop-path draws, in the same order
+    out.sum().backward()
+    expected.sum().backward()
+    grads = dict(loaded.named_parameters())
+    for k, p in ref.named_parameters():
+        assert torch.allclose(grads[k].grad, p.grad, rtol=1e-4, atol=1e-6), k
+
+
+@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d_grouped'])
+def test_fx_then_torchscript(name):
+    """timm's fx feature extractor (its leaf modules and functions), scripted, equals eager."""
+    from timm.models import get_notrace_functions, get_notrace_modules
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+    with timm.set_scriptable(True):
+        model = timm.create_model(name).eval()
+    tracer_kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(),
+                         param_shapes_constant=True)
+    train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
+    fx = create_feature_extractor(model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]],
+                                  tracer_kwargs=tracer_kwargs)
+    scripted = torch.jit.script(fx.eval())
+    x = _input(name, 1)
+    out = list(scripted(x).values())[0]
+    assert torch.equal(out, model(x))
+
+
+def test_torchscript_materialized_zero_nodes_and_shared_edges():
+    """The cell graph's special cases scripted: a zero node a conv reads (materialized), edges sharing one
+    pooling, zero nodes padded or inside the output."""
+    cell = {'normal': [['none', 0], ['none', 1], ['bin_conv_3x3', 2], ['max_pool_3x3', 1],
+                       ['max_pool_3x3', 1], ['bin_conv_3x3', 3], ['max_pool_3x3', 1], ['none', 3]],
+            'normal_concat': [2, 3, 4, 5]}
+    cell['reduce'], cell['reduce_concat'] = cell['normal'], cell['normal_concat']
+    model = timm.create_model('bnas_custom', genotype=cell, layers=3, channels=4, stem='cifar', num_classes=3).eval()
+    plans = [c.plan for c in model.cells]
+    assert all(p.materialized_zeros == {2} for p in plans) and plans[0].shared == {4: 3, 6: 3}
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(torch.jit.script(model)(x), model(x))

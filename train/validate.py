@@ -4,6 +4,8 @@
     bnas-validate --model bnas_d --pretrained --data-dir /data/imagenet --split validation
     bnas-validate --model bnas_mini --checkpoint runs/mini/model.safetensors --data embedded
     bnas-validate --model bnas_mini --checkpoint runs/pets/model.safetensors --data-dir pets   # its head's classes
+    bnas-validate --model bnas_mini --checkpoint output/train/RUN/model_best.pth.tar --data-dir DIR  # timm train.py
+        (the classifier takes the checkpoint's class count)
     bnas-validate --model hf-hub:ORG/NAME --data-dir DIR --json
 """
 from __future__ import annotations
@@ -24,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='bnas-validate', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model', required=True, help='registry name, local-dir:PATH or hf-hub:ORG/NAME')
     p.add_argument('--pretrained', action='store_true', help='registry name: load its pretrained weights')
-    p.add_argument('--checkpoint', help='a safetensors weight file for --model (e.g. a run\'s model.safetensors)')
+    p.add_argument('--checkpoint', help="weights for --model: a safetensors file (a run's model.safetensors) or a "
+                                        "torch checkpoint (a state dict, or a training checkpoint such as timm "
+                                        "train.py's model_best.pth.tar), read with torch.load(weights_only=True)")
+    p.add_argument('--use-ema', action='store_true', help="--checkpoint: its EMA weights ('state_dict_ema')")
     p.add_argument('--num-classes', type=int,
                    help="outputs of the model's head (default: those of --checkpoint's classifier, else the model's)")
     p.add_argument('--data', choices=['embedded', 'folder'], help='embedded digits (test split) or an ImageFolder')
@@ -52,11 +57,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _main(args) -> int:
     import timm
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     import bnas_zoo  # noqa: F401
-    from bnas_zoo.registry import check_weights, create_checked
+    from bnas_zoo.registry import check_weights, create_checked, read_weights
     from .data import build_datasets, data_source, embedded_data_config
     from .engine import evaluate
     from .recipes import load_recipe
@@ -67,10 +69,7 @@ def _main(args) -> int:
         raise BnasError(f'--num-classes {args.num_classes}: expected an integer >= 1')
     state = None
     if args.checkpoint:
-        try:
-            state = load_file(args.checkpoint)
-        except (SafetensorError, OSError) as e:
-            raise CheckpointError(f'--checkpoint {args.checkpoint}: not a readable safetensors file ({e})') from None
+        state = read_weights(args.checkpoint, f'--checkpoint {args.checkpoint}', use_ema=args.use_ema)
     model = create_checked(args.model, pretrained=pretrained and state is None)
     num_classes = args.num_classes
     if state is not None:
