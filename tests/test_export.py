@@ -212,9 +212,9 @@ def _run_without_bnas_zoo(code: str, tmp_path) -> str:
 
 def test_pt2_loads_and_runs_without_bnas_zoo(tmp_path):
     model = timm.create_model('bnas_mini').eval()
-    _trained_like(model, torch.randn(2, 3, 32, 32))
-    path = export_model(model, 'pt2', tmp_path / 'm.pt2', input_size=(3, 32, 32))
     x = torch.randn(3, 3, 32, 32)
+    _trained_like(model, x)  # BatchNorm thresholds with a margin on these very inputs: no sign within rounding of 0
+    path = export_model(model, 'pt2', tmp_path / 'm.pt2', input_size=(3, 32, 32))
     with torch.no_grad():
         torch.save({'x': x, 'y': model(x)}, tmp_path / 'io.pt')
     out = _run_without_bnas_zoo(f'''
@@ -223,23 +223,25 @@ def test_pt2_loads_and_runs_without_bnas_zoo(tmp_path):
         program = torch.export.load({str(path)!r})
         assert not any('bnas_zoo' in str(n.target) for n in program.graph.nodes)
         y = program.module()(io['x'])
-        assert torch.equal(y, io['y']), (y - io['y']).abs().max()
+        assert (y - io['y']).abs().max() <= 1e-5 * io['y'].abs().max(), (y - io['y']).abs().max()
+        assert torch.equal(y.argmax(1), io['y'].argmax(1))
     ''', tmp_path)
     assert out.strip().endswith('OK')
 
 
 def test_torchscript_trace_loads_and_runs_without_bnas_zoo(tmp_path):
     model = _custom().eval()
-    _trained_like(model, torch.randn(2, 3, 32, 32))
-    path = export_model(model, 'torchscript', tmp_path / 'm.ts', input_size=(3, 32, 32))
     x = torch.randn(3, 3, 32, 32)
+    _trained_like(model, x)  # BatchNorm thresholds with a margin on these very inputs: no sign within rounding of 0
+    path = export_model(model, 'torchscript', tmp_path / 'm.ts', input_size=(3, 32, 32))
     with torch.no_grad():
         torch.save({'x': x, 'y': model(x)}, tmp_path / 'io.pt')
     _run_without_bnas_zoo(f'''
         import torch
         io = torch.load({str(tmp_path / 'io.pt')!r})
         y = torch.jit.load({str(path)!r})(io['x'])
-        assert torch.equal(y, io['y']), (y - io['y']).abs().max()
+        assert (y - io['y']).abs().max() <= 1e-5 * io['y'].abs().max(), (y - io['y']).abs().max()
+        assert torch.equal(y.argmax(1), io['y'].argmax(1))
     ''', tmp_path)
 
 
@@ -277,11 +279,11 @@ def test_cli_export(tmp_path, capsys):
     assert e.value.code == 2
     # a local-dir: folder is exported with its weights
     model = timm.create_model('bnas_mini').eval()
-    _trained_like(model, torch.randn(2, 3, 32, 32))
+    x = torch.randn(3, 3, 32, 32)
+    _trained_like(model, x)  # BatchNorm thresholds with a margin on these very inputs: no sign within rounding of 0
     from timm.models import save_for_hf
     save_for_hf(model, str(tmp_path / 'run'), model_args=model.architecture_args(), safe_serialization=True)
     assert main(['export', f'local-dir:{tmp_path / "run"}', '--format', 'torchscript',
                  '--out', str(tmp_path / 'run.ts')]) == 0
-    x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(torch.jit.load(str(tmp_path / 'run.ts'))(x), model(x))

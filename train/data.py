@@ -96,11 +96,13 @@ def _count_images(root: Path) -> int:
 
 def build_datasets(recipe: Dict[str, Any], data_cfg: Dict[str, Any], data_dir: Optional[str], data: str,
                    train_split: str = 'train', val_split: str = 'validation',
-                   warn_same_split: bool = True) -> Tuple[Any, Any, int]:
+                   warn_same_split: bool = True, need_train: bool = True) -> Tuple[Any, Any, int]:
     """(train dataset, evaluation dataset, number of classes). ``data`` is ``embedded`` or ``folder``.
 
     A folder tree must hold both splits as subfolders (``--val-split train`` evaluates on the training images,
-    with a warning), the same class folders in both, and at least 2 classes; a DataError otherwise."""
+    with a warning), the same class folders in both, and at least 2 classes; a DataError otherwise. With
+    ``need_train=False`` (evaluation only) the training split may be absent: the train dataset is then None and
+    the classes are the evaluation split's."""
     train_tf, eval_tf = _transforms(recipe, data_cfg, True), _transforms(recipe, data_cfg, False)
     if data == 'embedded':
         return EmbeddedDigits('train', train_tf), EmbeddedDigits('test', eval_tf), EmbeddedDigits.num_classes
@@ -114,6 +116,8 @@ def build_datasets(recipe: Dict[str, Any], data_cfg: Dict[str, Any], data_dir: O
         raise DataError(f'--data-dir {root}: no {val_split!r} split (looked for {", ".join(_synonyms(val_split))}/); '
                         f'expected {root}/train/<class>/<image> and {root}/val/<class>/<image>; to evaluate on the '
                         f'training images knowingly, pass --val-split {train_split}')
+    if train_dir is None and not need_train:
+        train_dir = val_dir  # evaluation only: the class folders are the evaluation split's
     if train_dir is None:
         raise DataError(f'--data-dir {root}: no {train_split!r} split (looked for '
                         f'{", ".join(_synonyms(train_split))}/); expected {root}/train/<class>/<image>')

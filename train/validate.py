@@ -104,7 +104,7 @@ def _main(args) -> int:
         _, ds, classes = build_datasets(recipe, data_cfg, None, 'embedded')
     else:
         _, ds, classes = build_datasets(recipe, data_cfg, args.data_dir, 'folder', val_split=args.split,
-                                        warn_same_split=False)
+                                        warn_same_split=False, need_train=False)
     if model.num_classes != classes:
         raise BnasError(f'{args.model} has {model.num_classes} outputs but the dataset has {classes} classes'
                         + ('' if args.checkpoint or args.num_classes else
