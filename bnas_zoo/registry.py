@@ -201,12 +201,20 @@ def check_weights(state_dict: Dict[str, Any], expected: Dict[str, torch.Tensor],
             raise CheckpointError(f'{source}: tensor {key} holds NaN or infinite values; expected finite weights')
 
 
+#: what ``create_model('bnas_custom')`` builds when given no architecture at all (as timm's generic tools and
+#: tests create every registered name): the search's size, 8 cells of C0 = 16 with the bundled CIFAR cell
+CUSTOM_DEFAULT = dict(genotype='bnas_cifar', layers=8, channels=16, stem='cifar')
+
+
 def _create(variant: str, pretrained: bool = False, **kwargs) -> BNASNet:
     base = variant.split('.')[0]
     model_args = dict(VARIANTS[base].model_args) if base in VARIANTS else {}
     model_args.update(kwargs)
     if base == 'bnas_custom':
         missing = [k for k in ('genotype', 'layers', 'channels') if k not in model_args]
+        if len(missing) == 3:  # no architecture at all (timm's generic tools create every name so): the default
+            model_args.update(CUSTOM_DEFAULT)
+            missing = []
         if missing:
             raise TypeError(f"bnas_custom needs {', '.join(missing)}: create_model('bnas_custom', "
                             f"genotype=PATH_OR_DICT, layers=L, channels=C, stem='cifar'|'imagenet', num_classes=K)")
@@ -428,5 +436,9 @@ def bnas_d_grouped(pretrained: bool = False, **kwargs) -> BNASNet:
 
 @register_model
 def bnas_custom(pretrained: bool = False, **kwargs) -> BNASNet:
-    """Any genotype: ``genotype=PATH_OR_DICT, layers=L, channels=C, stem='cifar'|'imagenet', num_classes=K``."""
+    """Any genotype: ``genotype=PATH_OR_DICT, layers=L, channels=C, stem='cifar'|'imagenet', num_classes=K``.
+
+    Given none of genotype, layers and channels (as timm's generic tools create every registered name), it
+    builds :data:`CUSTOM_DEFAULT`: the bundled CIFAR cell, 8 cells, C0 = 16, CIFAR stem; given some of them but
+    not all, it is an error naming the missing ones."""
     return _create('bnas_custom', pretrained, **kwargs)

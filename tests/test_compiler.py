@@ -139,6 +139,10 @@ def test_bad_network_arguments_are_clear(tmp_path):
         timm.create_model('bnas_custom', genotype='bnas_cifar', layers=2, channels=16)
     with pytest.raises(TypeError, match='bnas_custom needs layers, channels'):
         timm.create_model('bnas_custom', genotype='bnas_cifar')
+    # no architecture at all (timm's generic tools create every name so): the search-sized default
+    default = timm.create_model('bnas_custom')
+    assert (default.genotype.name, default.layers, default.channels, default.stem_type) == ('bnas_cifar', 8, 16, 'cifar')
+    assert default.pretrained_cfg['input_size'] == (3, 32, 32)
     bad = tmp_path / 'bad.json'
     bad.write_text(json.dumps({'normal': [['conv_9x9', 0]] * 8, 'normal_concat': [2],
                                'reduce': [['none', 0]] * 8, 'reduce_concat': [2]}))
