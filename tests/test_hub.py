@@ -2,7 +2,6 @@
 (HF_HUB_OFFLINE=1, set in conftest), and huggingface_hub's upload calls captured."""
 import hashlib
 import json
-import os
 import shlex
 import shutil
 from pathlib import Path

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import bnas_zoo
-from bnas_zoo.train.data import EMBEDDED_MEAN, EMBEDDED_STD, EmbeddedDigits, build_datasets
+from bnas_zoo.train.data import EMBEDDED_MEAN, EMBEDDED_STD, build_datasets
 from bnas_zoo.train.engine import TrainSetup, param_groups, run_training
 from bnas_zoo.train.recipes import RecipeError, list_recipes, load_recipe
 from bnas_zoo.train.train import main as train_main
@@ -311,7 +311,7 @@ def test_same_command_and_seed_give_the_same_run(tmp_path):
                            '16', '--epochs', '2', '--seed', seed, '--output', str(out), '--no-progress']) == 0
         history = json.loads((out / 'summary.json').read_text())
         return [{k: v for k, v in h.items() if k != 'images_per_s'} for h in history], load_file(out / 'model.safetensors')
-    (ha, wa), (hb, wb), (hc, wc) = run(tmp_path / 'a'), run(tmp_path / 'b'), run(tmp_path / 'c', seed='4')
+    (ha, wa), (hb, wb), (_, wc) = run(tmp_path / "a"), run(tmp_path / "b"), run(tmp_path / "c", seed="4")
     assert ha == hb and wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)  # another seed, another run
 
