@@ -62,8 +62,9 @@ def main() -> None:
     rows = []
     for name in ('bnas_d', 'bnas_a'):
         m = timm.create_model(name).eval()
+        fast = bnas_zoo.deploy(m)
         for batch in (1, 8):
-            rows.append(bench_model(m, name, batch=batch, threads=2, repeats=max(5, args.repeats // 2)))
+            rows.append(bench_model(m, name, batch=batch, threads=2, repeats=max(5, args.repeats // 2), fast=fast))
             print(f'   measured {name} batch {batch}', flush=True)
     print(format_model_benches(rows))
     for r in rows:

@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .deploy import PackedBinaryConv, deploy, resident_weight_bytes
+from .deploy import DeployedBNASNet, PackedBinaryConv, deploy, insert_zero_channels, resident_weight_bytes
 
 __all__ = ['ModelBench', 'LayerBench', 'bench_model', 'bench_layers', 'bench_conv_shape', 'format_model_benches',
            'format_layer_benches']
@@ -69,11 +69,13 @@ class LayerBench:
 
 
 def bench_model(model: torch.nn.Module, name: str, batch: int = 1, threads: int = 2, repeats: int = 10,
-                input_size: Optional[Tuple[int, int, int]] = None, baseline: bool = True) -> ModelBench:
-    """Time ``model`` (eval, float-simulated), its deployed form and resnet18 at the same input size."""
+                input_size: Optional[Tuple[int, int, int]] = None, baseline: bool = True,
+                fast: Optional[DeployedBNASNet] = None) -> ModelBench:
+    """Time ``model`` (eval, float-simulated), its deployed form (``fast``, or ``deploy(model)``) and resnet18
+    at the same input size."""
     import timm
     model = model.eval()
-    fast = deploy(model)
+    fast = fast if fast is not None else deploy(model)
     size = tuple(input_size or model.pretrained_cfg.get('input_size', (3, 224, 224)))
     x = torch.randn(batch, *size)
     previous = torch.get_num_threads()
@@ -110,8 +112,8 @@ def bench_conv_shape(cin: int, cout: int, hw: int, k: int = 3, stride: int = 1, 
 def _bench_layer(name: str, conv: PackedBinaryConv, x: torch.Tensor, threads: int, repeats: int) -> LayerBench:
     k, s, p, d = conv.kernel_size, conv.stride, conv.padding, conv.dilation
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    if conv.in_pad[0] or conv.in_pad[1]:  # the float baseline sees the channels the binary conv computes on
-        x = F.pad(x, (0, 0, 0, 0, conv.in_pad[0], conv.in_pad[1])).contiguous()
+    # the float baseline sees the channels the binary conv computes on
+    x = insert_zero_channels(x, conv.in_pad).contiguous()
     w = torch.randn(conv.out_channels, x.shape[1], k, k)
     w_cl = w.contiguous(memory_format=torch.channels_last)
     xf_cl = x.contiguous(memory_format=torch.channels_last)
@@ -133,9 +135,11 @@ def _bench_layer(name: str, conv: PackedBinaryConv, x: torch.Tensor, threads: in
 
 
 def bench_layers(model: torch.nn.Module, batch: int = 1, threads: int = 1, repeats: int = 10,
-                 input_size: Optional[Tuple[int, int, int]] = None) -> List[LayerBench]:
-    """Every packed binary conv of ``deploy(model)`` at the shapes of one forward pass."""
-    fast = deploy(model.eval())
+                 input_size: Optional[Tuple[int, int, int]] = None,
+                 fast: Optional[DeployedBNASNet] = None) -> List[LayerBench]:
+    """Every packed binary conv of the deployed model (``fast``, or ``deploy(model)``) at the shapes of one
+    forward pass."""
+    fast = fast if fast is not None else deploy(model.eval())
     size = tuple(input_size or model.pretrained_cfg.get('input_size', (3, 224, 224)))
     inputs: Dict[str, torch.Tensor] = {}
     hooks = []

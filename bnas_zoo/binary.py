@@ -112,10 +112,16 @@ def xnor_weight_reference(w: torch.Tensor) -> torch.Tensor:
     return w_sign * xnor_alpha(w)  # d alpha / dW = sign(W) / n
 
 
-@torch.library.custom_op('bnas_zoo::xnor_weight', mutates_args=())
-def _xnor_weight(w: torch.Tensor) -> torch.Tensor:
+def xnor_weight_value(w: torch.Tensor) -> torch.Tensor:
+    """The value of :func:`xnor_weight` in plain tensor ops, without its gradient formula: the custom op's
+    forward, and what an eval model computes under export."""
     wp = center_clamp(w)
     return torch.sign(wp) * xnor_alpha(wp)
+
+
+@torch.library.custom_op('bnas_zoo::xnor_weight', mutates_args=())
+def _xnor_weight(w: torch.Tensor) -> torch.Tensor:
+    return xnor_weight_value(w)
 
 
 _xnor_weight.register_fake(_like_input)
@@ -149,12 +155,6 @@ def xnor_weight(w: torch.Tensor) -> torch.Tensor:
     """
     return torch.ops.bnas_zoo.xnor_weight(w)
 
-
-def xnor_weight_value(w: torch.Tensor) -> torch.Tensor:
-    """The value of :func:`xnor_weight` computed with plain tensor ops (the very ops of the custom op's
-    forward, so bit-identical), without its gradient formula: what an eval model computes under export."""
-    wp = center_clamp(w)
-    return torch.sign(wp) * xnor_alpha(wp)
 
 
 def _is_exporting() -> bool:

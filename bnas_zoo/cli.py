@@ -24,9 +24,9 @@ def _create(name: str, args: argparse.Namespace, pretrained: bool = False):
     from .registry import VARIANTS, create_checked
     kwargs = {'pretrained': True} if pretrained else {}
     if name == 'bnas_custom':
-        if not (args.genotype and args.layers and args.channels):
-            raise BnasError('bnas_custom needs --genotype, --layers and --channels (and --stem)')
-        kwargs.update(genotype=args.genotype, layers=args.layers, channels=args.channels, stem=args.stem)
+        if not (args.genotype and args.custom_layers and args.channels):
+            raise BnasError('bnas_custom needs --genotype, --layers (bench: --cells) and --channels (and --stem)')
+        kwargs.update(genotype=args.genotype, layers=args.custom_layers, channels=args.channels, stem=args.stem)
         if args.num_classes:
             kwargs['num_classes'] = args.num_classes
     elif ':' not in name and name not in VARIANTS:
@@ -166,33 +166,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import kernels
     from .bench import bench_layers, bench_model, format_layer_benches, format_model_benches
+    from .deploy import deploy
     backend = kernels.backend()
     print(f'kernels: {backend}' + (f' ({kernels.cpu_isa()}; this CPU supports {", ".join(kernels.cpu_isa_levels())})'
                                    if backend == 'compiled' else f' ({kernels.build_error()})'), flush=True)
-    create_args = argparse.Namespace(**vars(args))
-    create_args.layers = args.cells  # bnas_custom's cell count (--layers is the per-layer table here)
     rows = []
     for name in args.models:
-        model = _create(name, create_args).eval()
+        model = _create(name, args).eval()
+        fast = deploy(model)  # once per model, for every measurement
         size = (model.in_chans, args.input_size, args.input_size) if args.input_size else None
         for batch in args.batch:
             for threads in args.threads:
                 rows.append(bench_model(model, name, batch=batch, threads=threads, repeats=args.repeats,
-                                        input_size=size))
+                                        input_size=size, fast=fast))
                 print(f'measured {name} batch {batch}, {threads} thread(s)', flush=True)
         if args.layers:
             print(f'\n{name}: per binary layer, batch {args.batch[0]}, {args.threads[0]} thread(s)')
             print(format_layer_benches(bench_layers(model, batch=args.batch[0], threads=args.threads[0],
-                                                    repeats=args.repeats, input_size=size)), flush=True)
+                                                    repeats=args.repeats, input_size=size, fast=fast)), flush=True)
     print()
     print(format_model_benches(rows))
     return 0
 
 
 def _add_custom_model_args(p: argparse.ArgumentParser, cells_flag: str) -> None:
-    """The flags that build a bnas_custom model (``cells_flag``: the number of cells)."""
+    """The flags that build a bnas_custom model (``cells_flag``: the number of cells, read as
+    ``args.custom_layers``)."""
     p.add_argument('--genotype', help='bnas_custom: genotype JSON path or bundled name')
-    p.add_argument(cells_flag, type=int, help='bnas_custom: number of cells')
+    p.add_argument(cells_flag, dest='custom_layers', type=int, help='bnas_custom: number of cells')
     p.add_argument('--channels', type=int, help='bnas_custom: first-cell width C0')
     p.add_argument('--stem', default='cifar', choices=['cifar', 'imagenet'], help='bnas_custom: stem type')
     p.add_argument('--num-classes', type=int, help='bnas_custom: classes')

@@ -25,34 +25,22 @@ from __future__ import annotations
 import copy
 from typing import Callable, Dict, Optional, Tuple
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .binary import BinaryConv2d, BinaryConvBlock, BinarySepConvBlock, center_clamp, xnor_alpha
+from .binary import BinaryConv2d, BinaryConvBlock, BinarySepConvBlock
 from .cell import Cell
 from .errors import ModelConfigError
 from .kernels import ensure_loaded, pack_weight_words
 from .kernels.reference import OB_CHS, pad_channels
 from .network import BNASNet
+from .packing import binary_sign_alpha, unpack_signs
 
 __all__ = ['deploy', 'deploy_1bit', 'DeployedBNASNet', 'DeployedCell', 'PackedBinaryConv', 'SignFloatConv',
-           'Shortcut2x2', 'binary_sign_alpha', 'resident_weight_bytes']
+           'Shortcut2x2', 'resident_weight_bytes']
 
 Range = Tuple[int, int]  # live channels [lo, hi) of a tensor whose other channels are identically zero
-
-
-def binary_sign_alpha(m: BinaryConv2d) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The ternary weight signs (int8, {-1, 0, +1}) and per-output-channel alpha (float32) a binary conv
-    computes with: ``sign(P(W))`` and ``mean |P(W)|`` of the centred, clamped latent, or those of a conv that
-    already holds ``sign * alpha`` (loaded from a 1-bit file)."""
-    with torch.no_grad():
-        if m.deployed:
-            w = m.weight.float()
-            return torch.sign(w).to(torch.int8), w.abs().amax(dim=(1, 2, 3))
-        wp = center_clamp(m.weight.float())
-        return torch.sign(wp).to(torch.int8), xnor_alpha(wp).flatten()
 
 
 # --- where the tensors come from: a live model, or a 1-bit file --------------------------------------------
@@ -73,13 +61,7 @@ def _model_source(model: nn.Module) -> _Source:
 def _file_source(tensors: Dict[str, torch.Tensor], shapes: Dict[str, list]) -> _Source:
     def binary(name: str, m: BinaryConv2d) -> Tuple[torch.Tensor, torch.Tensor]:
         key = f'{name}.weight'
-        shape = tuple(shapes[key])
-        n = int(np.prod(shape))
-        bits = np.unpackbits(tensors[f'{key}.bits'].numpy(), count=n)
-        sign = torch.from_numpy(bits.astype(np.int8) * 2 - 1)
-        if f'{key}.zeros' in tensors:
-            sign[tensors[f'{key}.zeros']] = 0
-        return sign.view(shape), tensors[f'{key}.alpha'].float()
+        return unpack_signs(tensors, key, shapes[key]), tensors[f'{key}.alpha'].float()
     return _Source(lambda k: tensors[k], binary)
 
 
@@ -94,6 +76,11 @@ def _bn_scale_shift(src: _Source, prefix: str, bn: nn.BatchNorm2d) -> Tuple[torc
     else:
         shift = -mean * scale
     return scale.float(), shift.float()
+
+
+def insert_zero_channels(x: torch.Tensor, pad: Range) -> torch.Tensor:
+    """``x`` with ``pad[0]`` zero channels inserted before its channels and ``pad[1]`` after them."""
+    return F.pad(x, (0, 0, 0, 0, pad[0], pad[1])) if pad[0] or pad[1] else x
 
 
 # --- deployed layers ---------------------------------------------------------------------------------------
@@ -127,11 +114,10 @@ class PackedBinaryConv(nn.Module):
         self.register_buffer('shift', shift.float().contiguous())
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.in_pad[0] or self.in_pad[1]:
-            x = F.pad(x, (0, 0, 0, 0, self.in_pad[0], self.in_pad[1]))
         return torch.ops.bnas_zoo.binary_conv2d(
-            x, self.scale, self.shift, self.wbits, self.wmask, self.alpha, self.int_bias, self.out_channels,
-            self.kernel_size, self.stride, self.padding, self.dilation, self.relu, residual)
+            insert_zero_channels(x, self.in_pad), self.scale, self.shift, self.wbits, self.wmask, self.alpha,
+            self.int_bias, self.out_channels, self.kernel_size, self.stride, self.padding, self.dilation, self.relu,
+            residual)
 
     def extra_repr(self) -> str:
         zeros = ', zero weights' if self.wmask.numel() else ''
@@ -140,22 +126,24 @@ class PackedBinaryConv(nn.Module):
 
 
 class SignFloatConv(nn.Module):
-    """BatchNorm -> sign -> float-weight conv -> ReLU (+ residual): the convolutions the release keeps in full
-    precision on binary activations (the last cell's last two), in channels-last float."""
+    """BatchNorm -> sign -> float-weight conv [-> ReLU] (+ residual), in channels-last float: the convolutions
+    the release keeps in full precision on binary activations (the last cell's last two), and the depthwise
+    step of a binary separable conv (``groups``, no ReLU)."""
 
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, stride: int, padding: int,
-                 dilation: int, in_pad: Range = (0, 0)):
+                 dilation: int, in_pad: Range = (0, 0), groups: int = 1, relu: bool = True):
         super().__init__()
         self.stride, self.padding, self.dilation, self.in_pad = stride, padding, dilation, in_pad
+        self.groups, self.relu = groups, relu
         self.register_buffer('weight', weight.float().contiguous(memory_format=torch.channels_last))
         self.register_buffer('scale', scale.float().view(1, -1, 1, 1))
         self.register_buffer('shift', shift.float().view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.in_pad[0] or self.in_pad[1]:
-            x = F.pad(x, (0, 0, 0, 0, self.in_pad[0], self.in_pad[1]))
-        y = torch.relu(F.conv2d(torch.sign(x * self.scale + self.shift), self.weight, None, self.stride,
-                                self.padding, self.dilation))
+        a = torch.sign(insert_zero_channels(x, self.in_pad) * self.scale + self.shift)
+        y = F.conv2d(a, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
+        if self.relu:
+            y = torch.relu(y)
         return y if residual is None else y + residual
 
 
@@ -196,19 +184,15 @@ class DeployedSepConv(nn.Module):
 
     def __init__(self, block: BinarySepConvBlock, prefix: str, src: _Source):
         super().__init__()
-        scale, shift = _bn_scale_shift(src, f'{prefix}.bn', block.bn)
         dw = block.conv_dw
-        self.register_buffer('scale', scale.view(1, -1, 1, 1))
-        self.register_buffer('shift', shift.view(1, -1, 1, 1))
-        self.register_buffer('dw_weight', src.tensor(f'{prefix}.conv_dw.weight'))
-        self.dw_stride, self.dw_padding, self.dw_groups = dw.stride[0], dw.padding[0], dw.groups
+        scale, shift = _bn_scale_shift(src, f'{prefix}.bn', block.bn)
+        self.dw = SignFloatConv(src.tensor(f'{prefix}.conv_dw.weight'), scale, shift, stride=dw.stride[0],
+                                padding=dw.padding[0], dilation=1, groups=dw.groups, relu=False)
         c = block.bn_pw.num_features
         self.pw = _binary_conv(block.bn_pw, f'{prefix}.bn_pw', block.conv, f'{prefix}.conv', src, (0, c), c)
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = F.conv2d(torch.sign(x * self.scale + self.shift), self.dw_weight, None, self.dw_stride, self.dw_padding,
-                     1, self.dw_groups)
-        return self.pw(x, residual)
+        return self.pw(self.dw(x), residual)
 
 
 def _fold_conv_bn(conv_w: torch.Tensor, conv_b: Optional[torch.Tensor], scale: torch.Tensor,
@@ -256,8 +240,7 @@ class Shortcut2x2(nn.Module):
 
 def _widen(x: torch.Tensor, have: Range, want: Range) -> torch.Tensor:
     """Zero-pad the channels of a tensor holding ``have`` to hold ``want`` (a superset)."""
-    before, after = have[0] - want[0], want[1] - have[1]
-    return F.pad(x, (0, 0, 0, 0, before, after)) if before or after else x
+    return insert_zero_channels(x, (have[0] - want[0], want[1] - have[1]))
 
 
 class DeployedCell(nn.Module):
@@ -299,8 +282,8 @@ class DeployedCell(nn.Module):
                 edges = [(key, inp, key in fused) for key, inp in edges]
                 program.append((node, False, tuple(sorted(edges, key=lambda e: e[2]))))
         self.program = tuple(program)
-        self.zero_nodes = tuple(sorted(plan.zero_nodes))
-        self.first_live = plan.live_nodes[0] if plan.live_nodes else -1
+        self.body_zero = tuple(cell._body_zero)  # which body nodes are zero tensors (shaped like _zero_ref)
+        self.zero_ref = cell._zero_ref
 
         # output: the body nodes (zero nodes inside it as zeros) hold body_range; plus the skip
         total = cell.out_chs
@@ -366,8 +349,7 @@ class DeployedCell(nn.Module):
         skip: Optional[torch.Tensor] = None
         if self.has_skip:
             if self.shortcut is not None:
-                skip = self.shortcut(F.pad(s1, (0, 0, 0, 0) + self.shortcut_pad)
-                                     if self.shortcut_pad[0] or self.shortcut_pad[1] else s1)
+                skip = self.shortcut(insert_zero_channels(s1, self.shortcut_pad))
             else:
                 skip = s1
         if not self.body:
@@ -376,7 +358,7 @@ class DeployedCell(nn.Module):
             ref = states[0] if 0 in states else states[1]
             z = torch.zeros_like(ref[:, :1, ::self.zero_stride, ::self.zero_stride])
             return z.expand(-1, self.out_total, -1, -1).contiguous(memory_format=torch.channels_last)
-        parts = [torch.zeros_like(states[self.first_live]) if n in self.zero_nodes else states[n] for n in self.body]
+        parts = [torch.zeros_like(states[self.zero_ref]) if z else states[n] for n, z in zip(self.body, self.body_zero)]
         body = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         if skip is None:
             return body

@@ -31,8 +31,8 @@ from .binary import BinaryConv2d, center_clamp, xnor_alpha
 from .errors import BnasError, CheckpointError
 from .files import atomic_write
 
-__all__ = ['FORMAT', 'pack_state_dict', 'unpack_state_dict', 'save_1bit', 'read_1bit', 'load_1bit',
-           'theoretical_1bit_bytes']
+__all__ = ['FORMAT', 'binary_sign_alpha', 'unpack_signs', 'pack_state_dict', 'unpack_state_dict', 'save_1bit',
+           'read_1bit', 'load_1bit', 'theoretical_1bit_bytes']
 
 FORMAT = '1bit-v1'
 METADATA_KEY = 'bnas_zoo'
@@ -40,6 +40,28 @@ METADATA_KEY = 'bnas_zoo'
 
 def _binary_modules(model: torch.nn.Module) -> Dict[str, BinaryConv2d]:
     return {n: m for n, m in model.named_modules() if isinstance(m, BinaryConv2d) and m.binary_weights}
+
+
+@torch.no_grad()
+def binary_sign_alpha(m: BinaryConv2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ternary weight signs (int8, {-1, 0, +1}) and per-output-channel alpha (float32) a binary conv
+    computes with: ``sign(P(W))`` and ``mean |P(W)|`` of the centred, clamped latent, or those of a conv that
+    already holds ``sign * alpha`` (loaded from a 1-bit file)."""
+    if m.deployed:
+        w = m.weight.float()
+        return torch.sign(w).to(torch.int8), w.abs().amax(dim=(1, 2, 3))
+    wp = center_clamp(m.weight.float())
+    return torch.sign(wp).to(torch.int8), xnor_alpha(wp).flatten()
+
+
+def unpack_signs(tensors: Dict[str, torch.Tensor], key: str, shape) -> torch.Tensor:
+    """The ternary signs (int8, shaped ``shape``) of the packed binary weight ``key`` of a 1-bit state dict:
+    its ``.bits`` (1 = +1, else -1) with its ``.zeros`` positions set to 0."""
+    bits = np.unpackbits(tensors[f'{key}.bits'].numpy(), count=int(np.prod(shape)))
+    sign = torch.from_numpy(bits.astype(np.int8) * 2 - 1)
+    if f'{key}.zeros' in tensors:
+        sign[tensors[f'{key}.zeros']] = 0
+    return sign.view(tuple(shape))
 
 
 @torch.no_grad()
@@ -51,11 +73,7 @@ def pack_state_dict(model: torch.nn.Module) -> Tuple[Dict[str, torch.Tensor], Di
     shapes: Dict[str, list] = {}
     for name, m in binary.items():
         key = f'{name}.weight'
-        if m.deployed:
-            sign, alpha = torch.sign(m.weight), m.weight.abs().amax(dim=(1, 2, 3))
-        else:
-            wp = center_clamp(m.weight.float())
-            sign, alpha = torch.sign(wp), xnor_alpha(wp).flatten()
+        sign, alpha = binary_sign_alpha(m)
         flat = sign.flatten()
         out[f'{key}.bits'] = torch.from_numpy(np.packbits((flat > 0).numpy()))
         out[f'{key}.alpha'] = alpha.float().contiguous()
@@ -74,13 +92,8 @@ def unpack_state_dict(tensors: Dict[str, torch.Tensor], shapes: Dict[str, list])
     packed = {key + suffix for key in shapes for suffix in ('.bits', '.alpha', '.zeros')}
     out = {k: v for k, v in tensors.items() if k not in packed}
     for key, shape in shapes.items():
-        n = int(np.prod(shape))
-        bits = np.unpackbits(tensors[f'{key}.bits'].numpy(), count=n)
-        sign = torch.from_numpy(bits.astype(np.float32) * 2 - 1)
-        if f'{key}.zeros' in tensors:
-            sign[tensors[f'{key}.zeros']] = 0.0
         alpha = tensors[f'{key}.alpha'].float()
-        out[key] = (sign.view(shape) * alpha.view(-1, 1, 1, 1)).contiguous()
+        out[key] = (unpack_signs(tensors, key, shape).float() * alpha.view(-1, 1, 1, 1)).contiguous()
     return out
 
 

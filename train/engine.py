@@ -11,7 +11,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -253,17 +253,25 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, model_na
             raise CheckpointError(f'--resume {folder / CHECKPOINT_EMA}: unreadable ({first_line(e)})') from None
         check_state_dict_fits(ema_tensors, ema, f'--resume {folder / CHECKPOINT_EMA}')
     _check_optimizer_state(state['optimizer'], optimizer, f'--resume {state_file}', state.get('optimizer_type'))
-    try:
+    def restore() -> None:
         model.load_state_dict(tensors)
         if ema_tensors is not None:
             ema.load_state_dict(ema_tensors)
         optimizer.load_state_dict(state['optimizer'])
         scheduler.load_state_dict(state['scheduler'])
-        set_rng_state(state['rng'])
+    restore_or_refuse(state_file, restore, state['rng'])
+    return state
+
+
+def restore_or_refuse(state_file: Path, restore: Callable[[], None], rng: Dict[str, Any]) -> None:
+    """Run ``restore()`` (the load_state_dict calls of a resume), then restore the RNG state; a state whose
+    fields have the right types but do not load is a CheckpointError naming ``state_file``."""
+    try:
+        restore()
+        set_rng_state(rng)
     except Exception as e:  # noqa: BLE001 - a field of the right type but wrong content
         raise CheckpointError(f'--resume {state_file}: the optimizer, scheduler or RNG state does not load '
                               f'({type(e).__name__}: {first_line(e)})') from None
-    return state
 
 
 @torch.no_grad()

@@ -151,7 +151,7 @@ SEARCH_MANIFEST = 'search_checkpoint.json'
 
 def _resume(run_dir: Path, model, w_opt, a_opt, sched, config: Dict[str, Any]) -> Dict[str, Any]:
     """Restore a search from the checkpoint unit in ``run_dir``, everything checked before anything is used."""
-    from .engine import check_state_dict_fits, read_checkpoint_unit, set_rng_state
+    from .engine import check_state_dict_fits, read_checkpoint_unit, restore_or_refuse
     info = read_checkpoint_unit(run_dir, SEARCH_MANIFEST)
     state_path = run_dir / 'search_state.pt'
     try:
@@ -172,15 +172,12 @@ def _resume(run_dir: Path, model, w_opt, a_opt, sched, config: Dict[str, Any]) -
                for h in state['history']):
         raise CheckpointError(f"--resume {state_path}: field 'history' is not the search's per-epoch rows")
     check_state_dict_fits(weights, model, f'--resume {run_dir / "supernet.safetensors"}')
-    try:
+    def restore() -> None:
         model.load_state_dict(weights)
         w_opt.load_state_dict(state['w_opt'])
         a_opt.load_state_dict(state['a_opt'])
         sched.load_state_dict(state['sched'])
-        set_rng_state(state['rng'])
-    except Exception as e:  # noqa: BLE001 - a field of the right type but wrong content
-        raise CheckpointError(f'--resume {state_path}: the optimizer, scheduler or RNG state does not load '
-                              f'({type(e).__name__}: {first_line(e)})') from None
+    restore_or_refuse(state_path, restore, state['rng'])
     return state
 
 

@@ -50,7 +50,7 @@ inline void finish(const typename Simd::V* acc, const typename Simd::V* cnt, boo
   int64_t dis[OB_CHS], nz[OB_CHS];
   for (int r = 0; r < R; ++r) {
     Simd::store(dis + r * Simd::LANES, acc[r]);
-    Simd::store(nz + r * Simd::LANES, cnt[r]);
+    if (wmask) Simd::store(nz + r * Simd::LANES, cnt[r]);
   }
   for (int c = 0; c < nc; ++c) {
     const int64_t total = (wmask ? nz[c] : (int64_t)pcm) - 2 * dis[c] + ibias[c];
