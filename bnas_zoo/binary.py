@@ -127,14 +127,20 @@ def _xnor_weight(w: torch.Tensor) -> torch.Tensor:
 _xnor_weight.register_fake(_like_input)
 
 
-def _xnor_weight_backward(ctx, g: torch.Tensor) -> torch.Tensor:
-    (w,) = ctx.saved_tensors
+def xnor_weight_grad(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The release's XNOR-Net gradient of the latent weight ``w`` from the gradient ``g`` with respect to its
+    binarized value (the formula in :func:`xnor_weight`)."""
     wp = center_clamp(w)
     n = wp[0].numel()
     sign = torch.sign(wp)
     inside = (wp.abs() <= 1.0).to(wp.dtype)
     mean_sg = (sign * g).sum(dim=(1, 2, 3), keepdim=True) / n
     return (xnor_alpha(wp) * inside * g + sign * mean_sg) * (n * (1.0 - 1.0 / wp.shape[1]))
+
+
+def _xnor_weight_backward(ctx, g: torch.Tensor) -> torch.Tensor:
+    (w,) = ctx.saved_tensors
+    return xnor_weight_grad(w, g)
 
 
 _xnor_weight.register_autograd(_xnor_weight_backward, setup_context=_save_input)
@@ -221,7 +227,20 @@ class BinaryConvBlock(nn.Module):
             binary_weights=binary_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and not torch.jit.is_scripting() and self._fast_training(x):
+            return self._forward_fast(x)
         return F.relu(self.conv(self.bn(x)), inplace=True)  # the conv output is fresh: safe in place
+
+    @torch.jit.unused
+    def _fast_training(self, x: torch.Tensor) -> bool:
+        from .kernels import training
+        return training.applies(x, self.bn, self.conv)
+
+    @torch.jit.unused
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Training on channels-last activations: the packed XNOR kernels (``bnas_zoo.kernels.training``)."""
+        from .kernels import training
+        return training.xnor_conv_block(x, self.bn, self.conv)
 
 
 class BinarySepConvBlock(nn.Module):

@@ -16,7 +16,7 @@ from .reference import binary_conv2d_reference
 __all__ = ['backend', 'build_error', 'cpu_isa', 'cpu_isa_levels', 'ensure_loaded', 'use_isa']
 
 CSRC = Path(__file__).resolve().parent / 'csrc'
-SOURCES = ['ops.cpp', 'bconv_generic.cpp', 'bconv_avx2.cpp', 'bconv_avx512.cpp', 'bconv_avx512vp.cpp']
+SOURCES = ['ops.cpp', 'train_ops.cpp', 'bconv_generic.cpp', 'bconv_avx2.cpp', 'bconv_avx512.cpp', 'bconv_avx512vp.cpp']
 #: set to 1 to make a failed build an error instead of a fallback to the reference (CI sets it)
 REQUIRE_ENV = 'BNAS_ZOO_REQUIRE_KERNELS'
 #: set to 1 to skip the build and run the reference implementation

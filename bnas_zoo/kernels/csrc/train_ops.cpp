@@ -1,0 +1,302 @@
+// Helpers of the fast training path (bnas_zoo/kernels/training.py): the batch statistics of a channels-last
+// activation and the per-step packing of the binarized weights into the layout of binary_conv2d. Both are
+// memory-bound loops that ATen has no single op for (var_mean over a channels-last tensor is several times
+// slower than one pass; ATen packs no bits). The pure-PyTorch definitions they are tested against are in
+// training.py (batch_stats_reference, pack_weight_words in reference.py).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <tuple>
+#include <vector>
+
+namespace bnas_kernels {
+namespace {
+
+// The inner loops over rows of C channels (channels-last: one row = one pixel), written so that the compiler
+// vectorizes them over the channels; target_clones compiles each for AVX-512, AVX2 and baseline x86-64 and
+// picks the CPU's best at load time (GCC's ifunc dispatch). y = x * scale + shift is a multiply then an add
+// (-ffp-contract=off), as in the packing kernels, so every pass sees the same y.
+#define BNAS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+BNAS_CLONES void stats_rows(const float* __restrict x, int64_t rows, int64_t C, float* __restrict s,
+                            float* __restrict q) {
+  for (int64_t r = 0; r < rows; ++r, x += C)
+    for (int64_t c = 0; c < C; ++c) {
+      s[c] += x[c];
+      q[c] += x[c] * x[c];
+    }
+}
+
+BNAS_CLONES void sign_rows(const float* __restrict x, int64_t rows, int64_t C, const float* __restrict sc,
+                           const float* __restrict sh, float* __restrict a) {
+  for (int64_t r = 0; r < rows; ++r, x += C, a += C)
+    for (int64_t c = 0; c < C; ++c) {
+      const float y = x[c] * sc[c] + sh[c];
+      a[c] = (y > 0.0f ? 1.0f : 0.0f) - (y < 0.0f ? 1.0f : 0.0f);
+    }
+}
+
+BNAS_CLONES void ste_sums_rows(const float* __restrict x, const float* __restrict g, int64_t rows, int64_t C,
+                               const float* __restrict sc, const float* __restrict sh, const float* __restrict m,
+                               float* __restrict s, float* __restrict q) {
+  for (int64_t r = 0; r < rows; ++r, x += C, g += C)
+    for (int64_t c = 0; c < C; ++c) {
+      const float y = x[c] * sc[c] + sh[c];
+      const float gy = (y > -1.0f && y < 1.0f) ? g[c] : 0.0f;
+      s[c] += gy;
+      q[c] += gy * (x[c] - m[c]);
+    }
+}
+
+BNAS_CLONES void ste_grad_rows(const float* __restrict x, const float* __restrict g, int64_t rows, int64_t C,
+                               const float* __restrict sc, const float* __restrict sh, const float* __restrict m,
+                               const float* __restrict k0, const float* __restrict k1, const float* __restrict k2,
+                               float* __restrict o) {
+  for (int64_t r = 0; r < rows; ++r, x += C, g += C, o += C)
+    for (int64_t c = 0; c < C; ++c) {
+      const float y = x[c] * sc[c] + sh[c];
+      const float gy = (y > -1.0f && y < 1.0f) ? g[c] : 0.0f;
+      o[c] = k0[c] * gy - k1[c] - k2[c] * (x[c] - m[c]);
+    }
+}
+
+// Per-channel sums over all rows: float partial sums over blocks of kBlock rows, added in double, blocks
+// summed in a fixed order (the result does not depend on the thread count).
+constexpr int64_t kBlock = 128;
+
+template <typename F>
+void channel_sums(int64_t rows, int64_t C, F&& block_fn, std::vector<double>& s_out, std::vector<double>& q_out) {
+  const int64_t blocks = (rows + kBlock - 1) / kBlock;
+  std::vector<float> part(2 * blocks * C, 0.0f);
+  at::parallel_for(0, blocks, 8, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t r0 = t * kBlock, n = std::min(rows, r0 + kBlock) - r0;
+      block_fn(r0, n, part.data() + 2 * t * C, part.data() + (2 * t + 1) * C);
+    }
+  });
+  s_out.assign(C, 0.0);
+  q_out.assign(C, 0.0);
+  for (int64_t t = 0; t < blocks; ++t)
+    for (int64_t c = 0; c < C; ++c) {
+      s_out[c] += part[2 * t * C + c];
+      q_out[c] += part[(2 * t + 1) * C + c];
+    }
+}
+
+// Per-channel mean and biased variance of a float (N, C, H, W) tensor over N, H and W, in one pass over the
+// channels-last data: sums and sums of squares in double per task, combined in task order (deterministic
+// for a given thread count's grain, which does not depend on the thread count here).
+std::tuple<at::Tensor, at::Tensor> batch_stats(const at::Tensor& x_in) {
+  TORCH_CHECK(x_in.dim() == 4 && x_in.scalar_type() == at::kFloat, "batch_stats: x must be a float32 NCHW tensor");
+  const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t C = x.size(1), rows = x.numel() / std::max<int64_t>(1, C);
+  TORCH_CHECK(rows > 0, "batch_stats: empty input");
+  const float* px = x.data_ptr<float>();
+  std::vector<double> s, q;
+  channel_sums(rows, C, [&](int64_t r0, int64_t n, float* ps, float* pq) { stats_rows(px + r0 * C, n, C, ps, pq); },
+               s, q);
+  at::Tensor mean = at::empty({C}, x.options()), var = at::empty({C}, x.options());
+  float* pm = mean.data_ptr<float>();
+  float* pv = var.data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c) {
+    const double m = s[c] / (double)rows;
+    const double v = q[c] / (double)rows - m * m;
+    pm[c] = (float)m;
+    pv[c] = (float)(v > 0.0 ? v : 0.0);
+  }
+  return {mean, var};
+}
+
+// Sign bits (1 = negative) and non-zero bits of a float weight (O, C, k, k) in binary_conv2d's layout
+// (ceil(O / 16), k * k, ceil(C / 64), 16) int64 words; the mask is returned empty when no weight is zero.
+std::tuple<at::Tensor, at::Tensor> pack_weight_signs(const at::Tensor& w_in) {
+  TORCH_CHECK(w_in.dim() == 4 && w_in.scalar_type() == at::kFloat, "pack_weight_signs: w must be float32 (O, C, k, k)");
+  const int64_t O = w_in.size(0), C = w_in.size(1), taps = w_in.size(2) * w_in.size(3);
+  const at::Tensor w = w_in.permute({0, 2, 3, 1}).contiguous();  // (O, kh, kw, C): channels innermost
+  const int64_t OB = (O + 15) / 16, Wd = (C + 63) / 64;
+  at::Tensor bits = at::zeros({OB, taps, Wd, 16}, w.options().dtype(at::kLong));
+  at::Tensor mask = at::zeros({OB, taps, Wd, 16}, w.options().dtype(at::kLong));
+  uint64_t* pb = reinterpret_cast<uint64_t*>(bits.data_ptr<int64_t>());
+  uint64_t* pk = reinterpret_cast<uint64_t*>(mask.data_ptr<int64_t>());
+  const float* pw = w.data_ptr<float>();
+  std::atomic<bool> any_zero{false};
+  at::parallel_for(0, O, 16, [&](int64_t b, int64_t e) {
+    bool zero = false;
+    for (int64_t o = b; o < e; ++o) {
+      const int64_t ob = o / 16, lane = o % 16;
+      for (int64_t t = 0; t < taps; ++t) {
+        const float* src = pw + (o * taps + t) * C;
+        for (int64_t j = 0; j < Wd; ++j) {
+          uint64_t sb = 0, mb = 0;
+          const int64_t c1 = std::min<int64_t>(C, (j + 1) * 64);
+          for (int64_t c = j * 64; c < c1; ++c) {
+            sb |= (uint64_t)(src[c] < 0.0f) << (c - j * 64);
+            mb |= (uint64_t)(src[c] != 0.0f) << (c - j * 64);
+          }
+          const int64_t word = ((ob * taps + t) * Wd + j) * 16 + lane;
+          pb[word] = sb;
+          pk[word] = mb;
+          if (mb != (c1 - j * 64 == 64 ? ~(uint64_t)0 : (((uint64_t)1 << (c1 - j * 64)) - 1))) zero = true;
+        }
+      }
+    }
+    if (zero) any_zero = true;
+  });
+  if (!any_zero) mask = at::zeros({0}, w.options().dtype(at::kLong));
+  return {bits, mask};
+}
+
+// The straight-through sign of a folded BatchNorm, a = sign(x * scale + shift), on a channels-last tensor.
+at::Tensor bn_sign(const at::Tensor& x_in, const at::Tensor& scale, const at::Tensor& shift) {
+  const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t C = x.size(1), rows = x.numel() / C;
+  at::Tensor a = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+  const float* px = x.data_ptr<float>();
+  const float* sc = scale.data_ptr<float>();
+  const float* sh = shift.data_ptr<float>();
+  float* pa = a.data_ptr<float>();
+  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / C),
+                   [&](int64_t b, int64_t e) { sign_rows(px + b * C, e - b, C, sc, sh, pa + b * C); });
+  return a;
+}
+
+// Backward of sign(BatchNorm(x)) with batch statistics, given g_a (the gradient at the sign's output):
+//   g_y = g_a * 1[|y| < 1]  (y = x * scale + shift),  xhat = (x - mean) * invstd,  M = N * H * W
+//   g_beta = sum g_y,  g_gamma = sum g_y * xhat,
+//   g_x = gamma * invstd * (g_y - g_beta / M - xhat * g_gamma / M)       (gamma = 1 without affine)
+// Two passes over the channels-last tensors; per-channel sums in double. Returns (g_x, g_gamma, g_beta).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_sign_backward(
+    const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor& scale, const at::Tensor& shift,
+    const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& gain) {
+  const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor g = g_in.contiguous(at::MemoryFormat::ChannelsLast);
+  TORCH_CHECK(g.sizes() == x.sizes() && g.scalar_type() == at::kFloat, "bn_sign_backward: gradient shape");
+  const int64_t C = x.size(1), rows = x.numel() / C;
+  const float* px = x.data_ptr<float>();
+  const float* pg = g.data_ptr<float>();
+  const float* sc = scale.data_ptr<float>();
+  const float* sh = shift.data_ptr<float>();
+  const float* pm = mean.data_ptr<float>();
+  std::vector<double> sums, sums_x;
+  channel_sums(rows, C, [&](int64_t r0, int64_t n, float* ps, float* pq) {
+    ste_sums_rows(px + r0 * C, pg + r0 * C, n, C, sc, sh, pm, ps, pq);
+  }, sums, sums_x);
+  at::Tensor g_beta = at::empty({C}, x.options()), g_gamma = at::empty({C}, x.options());
+  std::vector<float> k0(C), k1(C), k2(C);
+  const float* pi = invstd.data_ptr<float>();
+  const float* pgain = gain.data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c) {
+    const double s = sums[c], q = sums_x[c], is = pi[c];
+    g_beta.data_ptr<float>()[c] = (float)s;
+    g_gamma.data_ptr<float>()[c] = (float)(q * is);
+    // g_x = k0 * g_y - k1 - k2 * (x - mean)
+    const double k = (double)pgain[c] * is;
+    k0[c] = (float)k;
+    k1[c] = (float)(k * s / (double)rows);
+    k2[c] = (float)(k * q * is * is / (double)rows);
+  }
+  at::Tensor g_x = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+  float* po = g_x.data_ptr<float>();
+  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / C), [&](int64_t b, int64_t e) {
+    ste_grad_rows(px + b * C, pg + b * C, e - b, C, sc, sh, pm, k0.data(), k1.data(), k2.data(), po + b * C);
+  });
+  return {g_x, g_gamma, g_beta};
+}
+
+
+// The XNOR weight of the release from a latent weight W (O, C, k, k): Wp = clamp(W - mean_over_C(W), -1, 1),
+// alpha = mean |Wp| per output channel; returns (Wp, alpha), Wp channels-last (each tap's C channels
+// contiguous, so that the mean over C is a contiguous reduction).
+BNAS_CLONES void project_rows(const float* __restrict w, int64_t taps, int64_t C, float* __restrict out,
+                              float* __restrict abs_sum) {
+  float total = 0.0f;
+  for (int64_t t = 0; t < taps; ++t, w += C, out += C) {
+    float s = 0.0f;
+    for (int64_t c = 0; c < C; ++c) s += w[c];
+    const float mean = s / (float)C;
+    float a = 0.0f;
+    for (int64_t c = 0; c < C; ++c) {
+      float v = w[c] - mean;
+      v = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
+      out[c] = v;
+      a += v < 0.0f ? -v : v;
+    }
+    total += a;
+  }
+  *abs_sum = total;
+}
+
+std::tuple<at::Tensor, at::Tensor> xnor_project(const at::Tensor& w_in) {
+  TORCH_CHECK(w_in.dim() == 4 && w_in.scalar_type() == at::kFloat, "xnor_project: w must be float32 (O, C, k, k)");
+  const at::Tensor w = w_in.contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t O = w.size(0), C = w.size(1), taps = w.size(2) * w.size(3), n = C * taps;
+  at::Tensor wp = at::empty_like(w, at::MemoryFormat::ChannelsLast);
+  at::Tensor alpha = at::empty({O}, w.options());
+  const float* pw = w.data_ptr<float>();
+  float* po = wp.data_ptr<float>();
+  float* pa = alpha.data_ptr<float>();
+  at::parallel_for(0, O, std::max<int64_t>(1, 16384 / n), [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o) {
+      float abs_sum;
+      project_rows(pw + o * n, taps, C, po + o * n, &abs_sum);
+      pa[o] = abs_sum / (float)n;
+    }
+  });
+  return {wp, alpha};
+}
+
+BNAS_CLONES float sign_dot(const float* __restrict w, const float* __restrict g, int64_t n) {
+  float s = 0.0f;
+  for (int64_t i = 0; i < n; ++i) s += ((w[i] > 0.0f ? 1.0f : 0.0f) - (w[i] < 0.0f ? 1.0f : 0.0f)) * g[i];
+  return s;
+}
+
+BNAS_CLONES void xnor_grad_row(const float* __restrict w, const float* __restrict g, int64_t n, float alpha,
+                               float mean_sg, float factor, float* __restrict d) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float sign = (w[i] > 0.0f ? 1.0f : 0.0f) - (w[i] < 0.0f ? 1.0f : 0.0f);
+    const float inside = (w[i] >= -1.0f && w[i] <= 1.0f) ? 1.0f : 0.0f;
+    d[i] = (alpha * inside * g[i] + sign * mean_sg) * factor;
+  }
+}
+
+// The release's XNOR-Net gradient of the latent weight, from Wp and alpha (xnor_project) and g, the gradient
+// with respect to the binarized weight sign(Wp) * alpha (n = C * k * k):
+//   (alpha * 1[|Wp| <= 1] * g + sign(Wp) * sum(sign(Wp) * g) / n) * n * (1 - 1 / C)
+// Elementwise within each output channel, so computed on channels-last copies; returned channels-last.
+at::Tensor xnor_weight_backward(const at::Tensor& wp_in, const at::Tensor& alpha, const at::Tensor& g_in) {
+  const at::Tensor wp = wp_in.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor g = g_in.contiguous(at::MemoryFormat::ChannelsLast);
+  TORCH_CHECK(g.sizes() == wp.sizes(), "xnor_weight_backward: gradient shape");
+  const int64_t O = wp.size(0), C = wp.size(1), n = wp.numel() / std::max<int64_t>(1, O);
+  at::Tensor out = at::empty_like(wp, at::MemoryFormat::ChannelsLast);
+  const float* pw = wp.data_ptr<float>();
+  const float* pg = g.data_ptr<float>();
+  const float* pa = alpha.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  const float factor = (float)n * (1.0f - 1.0f / (float)C);
+  at::parallel_for(0, O, std::max<int64_t>(1, 16384 / n), [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o) {
+      const float mean_sg = sign_dot(pw + o * n, pg + o * n, n) / (float)n;
+      xnor_grad_row(pw + o * n, pg + o * n, n, pa[o], mean_sg, factor, po + o * n);
+    }
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace bnas_kernels
+
+TORCH_LIBRARY_FRAGMENT(bnas_zoo_kernels, m) {
+  m.def("batch_stats(Tensor x) -> (Tensor, Tensor)", &bnas_kernels::batch_stats);
+  m.def("pack_weight_signs(Tensor w) -> (Tensor, Tensor)", &bnas_kernels::pack_weight_signs);
+  m.def("xnor_project(Tensor w) -> (Tensor, Tensor)", &bnas_kernels::xnor_project);
+  m.def("xnor_weight_backward(Tensor wp, Tensor alpha, Tensor g) -> Tensor", &bnas_kernels::xnor_weight_backward);
+  m.def("bn_sign(Tensor x, Tensor scale, Tensor shift) -> Tensor", &bnas_kernels::bn_sign);
+  m.def("bn_sign_backward(Tensor g, Tensor x, Tensor scale, Tensor shift, Tensor mean, Tensor invstd, Tensor gain) "
+        "-> (Tensor, Tensor, Tensor)", &bnas_kernels::bn_sign_backward);
+}
