@@ -225,22 +225,26 @@ class BinaryConvBlock(nn.Module):
         self.conv = BinaryConv2d(
             in_chs, out_chs, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=False,
             binary_weights=binary_weights)
+        #: the input's last ``zero_tail`` channels are identically zero and left out of it (see
+        #: ``Cell.set_zero_tails``); the block takes them as constants
+        self.zero_tail = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and not torch.jit.is_scripting() and self._fast_training(x):
-            return self._forward_fast(x)
+        if not torch.jit.is_scripting():  # (TorchScript compiles the float simulation only)
+            if self.training and self._fast_training(x):
+                return self._forward_fast(x)
+        if self.zero_tail:
+            x = F.pad(x, [0, 0, 0, 0, 0, self.zero_tail])
         return F.relu(self.conv(self.bn(x)), inplace=True)  # the conv output is fresh: safe in place
 
-    @torch.jit.unused
     def _fast_training(self, x: torch.Tensor) -> bool:
         from .kernels import training
         return training.applies(x, self.bn, self.conv)
 
-    @torch.jit.unused
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Training on channels-last activations: the packed XNOR kernels (``bnas_zoo.kernels.training``)."""
         from .kernels import training
-        return training.xnor_conv_block(x, self.bn, self.conv)
+        return training.xnor_conv_block(x, self.bn, self.conv, self.zero_tail)
 
 
 class BinarySepConvBlock(nn.Module):

@@ -14,7 +14,12 @@ from .binary import BinaryConvBlock
 from .compiler import CellPlan
 from .operations import Zeroise, build_op
 
-__all__ = ['Cell', 'ReductionShortcut']
+__all__ = ['Cell', 'ReductionShortcut', 'restore_tail']
+
+
+def restore_tail(x: torch.Tensor, tail: int) -> torch.Tensor:
+    """``x`` with its ``tail`` left-out zero channels put back."""
+    return F.pad(x, [0, 0, 0, 0, 0, tail]) if tail else x
 
 
 class ReductionShortcut(nn.Sequential):
@@ -110,6 +115,37 @@ class Cell(nn.Module):
         self._zero_ref: int = plan.live_nodes[0] if plan.live_nodes else -1
         self._pad_lo: int = self._pad[0]
         self._pad_hi: int = self._pad[1]
+        # zero tails (see set_zero_tails): trailing channels of s0 / s1 / the output that are identically zero
+        # and not stored
+        self._tail0: int = 0
+        self._tail1: int = 0
+        self.out_tail: int = 0
+
+    def set_zero_tails(self, tail0: int, tail1: int, leave_out: bool = True) -> int:
+        """Take inputs whose last ``tail0`` / ``tail1`` channels are identically zero and left out (the
+        network knows them from the genotype); returns the zero tail this cell's output leaves out.
+
+        A cell whose last concatenated nodes are zero (the CIFAR cell: nodes 4 and 5) outputs their channels
+        as zeros plus the skip; where the skip is zero there too (the skipped cell's own zero tail, or no
+        skip), those channels are zero for every input, so they are neither stored nor computed on: the
+        BatchNorm-sign-conv blocks reading them take them as constants (``BinaryConvBlock.zero_tail``), the
+        skip adds only the stored channels. The values are those of the full tensors, bit for bit.
+        ``leave_out=False`` stores every channel of the output.
+        """
+        self._tail0, self._tail1 = tail0, tail1
+        if self.preprocess0 is not None:
+            self.preprocess0.zero_tail = tail0
+        if self.preprocess1 is not None:
+            self.preprocess1.zero_tail = tail1
+        if not leave_out or not self._body_nodes or self._pad_lo:
+            self.out_tail = 0
+        elif not self.skip:
+            self.out_tail = self._pad_hi
+        elif self.shortcut is not None:
+            self.out_tail = 0
+        else:
+            self.out_tail = min(self._pad_hi, tail1)
+        return self.out_tail
 
     def _use(self, k: int, y: torch.Tensor, states: Dict[int, torch.Tensor]) -> None:
         """Add edge ``k``'s output (after drop-path when training) to its node."""
@@ -153,7 +189,9 @@ class Cell(nn.Module):
         skip: Optional[torch.Tensor] = None
         if self.skip:
             if self.shortcut is not None:
-                skip = self.shortcut(s1)
+                skip = self.shortcut(restore_tail(s1, self._tail1))
+            elif self._tail1 > self.out_tail:
+                skip = restore_tail(s1, self._tail1 - self.out_tail)
             else:
                 skip = s1
         if len(self._body_nodes) == 0:  # every concatenated node is zero
@@ -171,8 +209,8 @@ class Cell(nn.Module):
                 else:
                     parts.append(states[n])
             body = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        if self._pad_lo or self._pad_hi:
-            body = F.pad(body, [0, 0, 0, 0, self._pad_lo, self._pad_hi])
+        if self._pad_lo or self._pad_hi > self.out_tail:
+            body = F.pad(body, [0, 0, 0, 0, self._pad_lo, self._pad_hi - self.out_tail])
         return body if skip is None else body + skip
 
     def _input_reference(self, states: Dict[int, torch.Tensor]) -> torch.Tensor:

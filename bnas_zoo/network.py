@@ -15,7 +15,7 @@ from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 from .binary import binary_param_names, ensure_latent_projection
-from .cell import Cell
+from .cell import Cell, restore_tail
 from .compiler import compile_cell, last_cell_fp_slots
 from .errors import GenotypeError, ModelConfigError
 from .genotype import Genotype, GenotypeSource, load_genotype
@@ -193,6 +193,10 @@ class BNASNet(nn.Module):
                 f'genotype {self.genotype.name!r}: with layers={layers}, every path from the input to the output '
                 f"passes through Zeroise ('none'): the network's output would ignore its input; expected a cell "
                 f'with at least one operation other than none on a path from its inputs to its output')
+        # identically-zero trailing channels of the cell outputs are not stored (Cell.set_zero_tails)
+        tails = [0, 0]
+        for cell in cells:
+            tails = [tails[1], cell.set_zero_tails(tails[0], tails[1])]
         self.cells = nn.ModuleList(cells)
 
         self.num_features = self.head_hidden_size = c_p
@@ -276,13 +280,16 @@ class BNASNet(nn.Module):
         if not torch.jit.is_scripting():
             self._training_hooks()
         s0, s1 = self._stem(x)
+        tail = 0
         if torch.jit.is_scripting():
             for cell in self.cells:  # TorchScript: no grad checkpointing, modules are not arguments
                 s0, s1 = s1, cell(s0, s1)
+                tail = cell.out_tail
         else:
             for cell in self.cells:
                 s0, s1 = s1, self._cell(cell, s0, s1)
-        return s1
+                tail = cell.out_tail
+        return restore_tail(s1, tail)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)
@@ -320,15 +327,17 @@ class BNASNet(nn.Module):
         last_cell = len(self.cells) - 1
         if stop_early or intermediates_only:
             last_cell = self._feature_cells[max_index - 1] if max_index > 0 else -1
+        tail = 0
         for i, cell in enumerate(self.cells):
             if i > last_cell:
                 break
             s0, s1 = s1, self._cell(cell, s0, s1)
+            tail = cell.out_tail
             if i in self._feature_cells and 1 + self._feature_cells.index(i) in take_indices:
-                intermediates.append(s1)
+                intermediates.append(restore_tail(s1, tail))
         if intermediates_only:
             return intermediates
-        return s1, intermediates
+        return restore_tail(s1, tail), intermediates
 
     def prune_intermediate_layers(
             self,

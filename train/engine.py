@@ -374,10 +374,14 @@ def _write_summaries(output: Path, history: List[Dict[str, Any]]) -> None:
 def _save_best(model: nn.Module, s: TrainSetup, epoch: int) -> None:
     """model.safetensors + config.json in timm's format (local-dir:RUN loads them), each replaced atomically.
     config.json also records the run's facts and the epoch of these weights (``bnas_run``, read by publishing)."""
-    from timm.models import save_for_hf
+    from timm.models._hub import save_config_for_hf
     tmp = s.output / '.best.tmp'
+    tmp.mkdir(parents=True, exist_ok=True)
     model_config = dict(bnas_run=dict(s.run_info, epoch=epoch)) if s.run_info else None
-    save_for_hf(model, str(tmp), model_args=s.export_args, model_config=model_config, safe_serialization=True)
+    # timm's save_for_hf, with the tensors made contiguous (a channels-last model's are not; safetensors
+    # stores contiguous tensors only)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / 'model.safetensors'))
+    save_config_for_hf(model, tmp / 'config.json', model_config=model_config, model_args=s.export_args)
     for name in ('model.safetensors', 'config.json'):
         give_default_mode(tmp / name)  # safetensors writes 0600: the run's weights are for others too
         os.replace(tmp / name, s.output / name)

@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--workers', type=int, default=0, help='data-loading worker processes (default: 0)')
     p.add_argument('--device', default=None, help='torch device, e.g. cuda or cpu (default: cuda when available)')
     p.add_argument('--amp', choices=['bf16', 'fp16'], help='mixed precision (GPU): bf16 or fp16 (default: float32)')
-    p.add_argument('--channels-last', action='store_true', help='channels-last memory format (faster on GPUs)')
+    p.add_argument('--channels-last', action='store_true',
+                   help='channels-last memory format: faster on GPUs; on the CPU the binary candidate operations '
+                        'then run on the packed XNOR kernels (faster; the results differ from the default float '
+                        'computation by float rounding)')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     p.add_argument('--debug', action='store_true', help='on an error, show the Python traceback too')
     return p

@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                         'evaluated each epoch and checkpointed (checkpoint_ema.safetensors)')
     p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available)')
     p.add_argument('--amp', choices=['bf16', 'fp16'], help='automatic mixed precision')
-    p.add_argument('--channels-last', action='store_true', help='channels_last memory format')
+    p.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
+                   help='channels-last memory format (default: on for the CPU, off on a GPU). On the CPU the binary '
+                        'layers then train on the packed XNOR-popcount kernels, about twice as fast; '
+                        '--no-channels-last runs the float simulation, bit for bit the released code\'s computation')
     p.add_argument('--compile', action='store_true', help='torch.compile the model')
     p.add_argument('--seed', type=int, default=0,
                    help='seeds everything random (the model\'s initial and new head weights, the data order, the '
@@ -237,7 +240,8 @@ def _main(args: argparse.Namespace) -> int:
     arch = model.pretrained_cfg.get('architecture', base)
     setup = TrainSetup(
         model=model, train_ds=train_ds, eval_ds=eval_ds, recipe=recipe, output=output, model_name=arch,
-        device=device, seed=args.seed, workers=args.workers, amp=args.amp, channels_last=args.channels_last,
+        device=device, seed=args.seed, workers=args.workers, amp=args.amp,
+        channels_last=args.channels_last if args.channels_last is not None else device.type == 'cpu',
         compile=args.compile, head_epochs=args.head_epochs, stop_after=args.stop_after, ema_decay=args.model_ema,
         resume=(Path(args.resume) if args.resume else output) if args.resume is not None else None,
         progress=not args.no_progress, export_args=model.architecture_args(),

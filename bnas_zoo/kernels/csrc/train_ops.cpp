@@ -22,12 +22,15 @@ namespace {
 // (-ffp-contract=off), as in the packing kernels, so every pass sees the same y.
 #define BNAS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
-BNAS_CLONES void stats_rows(const float* __restrict x, int64_t rows, int64_t C, float* __restrict s,
-                            float* __restrict q) {
+// Sums of d and d * d, d = x - k (k: one value of each channel, so that the variance suffers no
+// cancellation when the mean is large against the spread: the shifted-data algorithm).
+BNAS_CLONES void stats_rows(const float* __restrict x, int64_t rows, int64_t C, const float* __restrict k,
+                            float* __restrict s, float* __restrict q) {
   for (int64_t r = 0; r < rows; ++r, x += C)
     for (int64_t c = 0; c < C; ++c) {
-      s[c] += x[c];
-      q[c] += x[c] * x[c];
+      const float d = x[c] - k[c];
+      s[c] += d;
+      q[c] += d * d;
     }
 }
 
@@ -96,16 +99,18 @@ std::tuple<at::Tensor, at::Tensor> batch_stats(const at::Tensor& x_in) {
   const int64_t C = x.size(1), rows = x.numel() / std::max<int64_t>(1, C);
   TORCH_CHECK(rows > 0, "batch_stats: empty input");
   const float* px = x.data_ptr<float>();
+  const std::vector<float> shift(px, px + C);  // the first pixel's values
   std::vector<double> s, q;
-  channel_sums(rows, C, [&](int64_t r0, int64_t n, float* ps, float* pq) { stats_rows(px + r0 * C, n, C, ps, pq); },
-               s, q);
+  channel_sums(rows, C, [&](int64_t r0, int64_t n, float* ps, float* pq) {
+    stats_rows(px + r0 * C, n, C, shift.data(), ps, pq);
+  }, s, q);
   at::Tensor mean = at::empty({C}, x.options()), var = at::empty({C}, x.options());
   float* pm = mean.data_ptr<float>();
   float* pv = var.data_ptr<float>();
   for (int64_t c = 0; c < C; ++c) {
-    const double m = s[c] / (double)rows;
-    const double v = q[c] / (double)rows - m * m;
-    pm[c] = (float)m;
+    const double d = s[c] / (double)rows;
+    const double v = q[c] / (double)rows - d * d;
+    pm[c] = (float)((double)shift[c] + d);
     pv[c] = (float)(v > 0.0 ? v : 0.0);
   }
   return {mean, var};
