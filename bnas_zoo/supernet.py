@@ -6,7 +6,7 @@ MixedOp convolutions are binary (the cell preprocessing and the reduction shortc
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, Iterable, List, Sequence
 
 import torch
 import torch.nn as nn
@@ -17,6 +17,16 @@ from .network import CifarStem
 from .operations import Zeroise, edge_stride
 
 __all__ = ['MixedOp', 'SearchCell', 'Supernet', 'search_op']
+
+
+def _sum(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The terms added left to right, from the first (Python's sum starts from 0: one more full-size add, and
+    the same values)."""
+    it = iter(terms)
+    total = next(it)
+    for t in it:
+        total = total + t
+    return total
 
 
 class FPConvBlock(nn.Sequential):
@@ -51,7 +61,7 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleList([search_op(n, c, stride) for n in ops])
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return sum(w * op(x) for w, op in zip(weights, self.ops) if not isinstance(op, Zeroise))
+        return _sum(w * op(x) for w, op in zip(weights, self.ops) if not isinstance(op, Zeroise))
 
 
 class SearchCell(nn.Module):
@@ -74,7 +84,7 @@ class SearchCell(nn.Module):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for i in range(self.steps):
-            states.append(sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states)))
+            states.append(_sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states)))
             offset += len(states) - 1
         out = torch.cat(states[2:], dim=1)
         if self.skip:

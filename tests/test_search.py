@@ -287,3 +287,33 @@ def test_separable_convolution_comparison_space(tmp_path):
     assert isinstance(sep, bnas_zoo.binary.BinarySepConvBlock) and sep.conv.binary_weights
     # the release's last-two-convs quirk applies to the last cell's pointwise convs
     assert not model.cells[-1].ops['7'].conv.binary_weights
+
+
+def test_lean_search_step_is_bit_for_bit_the_former_one(monkeypatch):
+    """search_step computes only the gradients each update uses (and sums the candidate operations from the
+    first): after three steps, the supernet, the architecture parameters and both optimizers' states are
+    bit for bit those of the former step (every gradient computed, Python's sum), which the benchmark
+    benchmarks/search_step.py times against it."""
+    import bnas_zoo.supernet as supernet
+    from bnas_zoo.binary import attach_latent_projection
+    from bnas_zoo.train.search import search_step
+    states = {}
+    for lean in (False, True):
+        monkeypatch.setattr(supernet, '_sum', supernet._sum if lean else sum)
+        torch.manual_seed(0)
+        model = Supernet(PRIMITIVES, 4, 4, 10)
+        w_opt = torch.optim.SGD(model.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
+        attach_latent_projection(w_opt, model)
+        a_opt = torch.optim.Adam(model.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+        scaler = torch.amp.GradScaler('cpu', enabled=False)
+        g = torch.Generator().manual_seed(1)
+        for step in range(3):
+            batches = [(torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g))
+                       for _ in range(2)]
+            search_step(model, torch.nn.CrossEntropyLoss(), a_opt, w_opt, scaler, batches[0], batches[1], step,
+                        1.0, 7.7, lean=lean)
+        states[lean] = list(model.state_dict().values()) + [
+            t for o in (w_opt, a_opt) for s in o.state.values() for t in s.values() if torch.is_tensor(t)]
+        assert not torch.equal(model.alphas_normal, torch.zeros_like(model.alphas_normal))
+    assert len(states[True]) == len(states[False])
+    assert all(torch.equal(a, b) for a, b in zip(states[True], states[False]))

@@ -1,30 +1,30 @@
 """The fast training path of a binary convolution block: BatchNorm (batch statistics) -> sign -> XNOR conv
 -> ReLU as one ``torch.library`` op, ``bnas_zoo::xnor_conv_block``, run on channels-last activations.
 
-Forward: the batch statistics in one pass (``batch_stats``), the latent weight centred, clamped and packed to
-sign bits (``pack_weight_signs``), then the packed XNOR-popcount convolution of the deployment kernels
-(``binary_conv2d``) with the BatchNorm folded into the sign. The convolution sums are exact integers scaled
-by alpha once; the float simulation (``BinaryConvBlock``'s other path, the release's computation) rounds its
-float sum term by term, so the two agree to float rounding, not bit for bit.
+Forward (C++, ``csrc/train_ops.cpp``): the batch statistics in one pass, the latent weight centred, clamped
+and packed to sign bits, then the packed XNOR-popcount convolution of the deployment kernels
+(``binary_conv2d``) with the BatchNorm folded into the sign. Its convolution sums are exact integers scaled by
+alpha once; the float simulation (``BinaryConvBlock``'s other path, the release's computation) rounds its
+float sum term by term, so the two agree to float rounding, not bit for bit (where a sum is exactly 0, the
+float one is +-rounding noise, which also decides the ReLU's gradient there).
 
-Backward: ATen's convolution backward (float, channels-last) on the recomputed sign activations and
-binarized weight, the release's XNOR weight-gradient formula, the straight-through mask 1[|y| < 1] and
-ATen's BatchNorm backward: the gradients of :func:`xnor_conv_block_reference` (the float simulation, written
-with the ops of ``bnas_zoo.binary``), which the tests hold this op to.
+Backward (C++): ATen's convolution backward (float, channels-last) on the recomputed sign activations and
+binarized weight, the release's XNOR weight-gradient formula, and the straight-through mask 1[|y| < 1] with
+the BatchNorm backward in two fused passes. The tests hold the op to the float simulation with exact sums,
+written in plain PyTorch ops.
 
-Nothing is stored for the backward but the block's input and output and a few per-channel vectors: the sign
-activations, the BatchNorm output and the binarized weight are recomputed (less memory than the float
-simulation, which keeps them).
+Nothing is stored for the backward but the block's input and output, the projected weight and a few
+per-channel vectors: the sign activations, the BatchNorm output and the binarized weight are recomputed
+(less memory than the float simulation, which keeps them).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from . import ops
-from .reference import OB_CHS, pad_channels
 
 __all__ = ['xnor_conv_block', 'xnor_conv_block_reference', 'batch_stats_reference', 'fast_path_available']
 
@@ -35,43 +35,13 @@ def batch_stats_reference(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return mean.float(), var.float()
 
 
-def _folded(mean, var, gamma, beta, eps) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """invstd, and the BatchNorm as y = x * scale + shift."""
-    invstd = torch.rsqrt(var + eps)
-    scale = invstd if gamma is None else invstd * gamma
-    shift = -mean * scale if beta is None else beta - mean * scale
-    return invstd, scale, shift
-
-
-def _binarized(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The centred, clamped latent weight (contiguous) and its alpha (one per output channel, flat)."""
-    return torch.ops.bnas_zoo_kernels.xnor_project(weight)
-
-
 @torch.library.custom_op('bnas_zoo::xnor_conv_block', mutates_args=())
 def _xnor_conv_block(x: torch.Tensor, weight: torch.Tensor, gamma: Optional[torch.Tensor],
                      beta: Optional[torch.Tensor], eps: float, stride: int, padding: int, dilation: int,
                      zero_tail: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    live = x.shape[1]
-    mean, var = torch.ops.bnas_zoo_kernels.batch_stats(x)
-    _, scale, shift = _folded(mean, var, _live(gamma, live), _live(beta, live), eps)
-    wp, alpha = _binarized(weight)
-    wbits, wmask = torch.ops.bnas_zoo_kernels.pack_weight_signs(wp[:, :live] if zero_tail else wp)
-    out_chs, k = weight.shape[0], weight.shape[2]
-    blocks = -(-out_chs // OB_CHS) * OB_CHS
-    int_bias = torch.zeros(blocks, dtype=torch.int32)
-    if zero_tail and beta is not None:  # the constant channels: sign(beta) through the 1x1 conv, exactly
-        int_bias[:out_chs] = (torch.sign(wp[:, live:]).flatten(1) @ torch.sign(beta[live:])).round().to(torch.int32)
-    out = torch.ops.bnas_zoo.binary_conv2d(
-        x, scale, shift, wbits, wmask, pad_channels(alpha, blocks), int_bias, out_chs, k, stride, padding, dilation,
-        True, None)
-    if zero_tail:  # the left-out channels' batch statistics: exactly zero
-        mean, var = F.pad(mean, (0, zero_tail)), F.pad(var, (0, zero_tail))
-    return out, mean, var, wp, alpha
-
-
-def _live(t: Optional[torch.Tensor], live: int) -> Optional[torch.Tensor]:
-    return None if t is None else t[:live]
+    ops.ensure_loaded()
+    return tuple(torch.ops.bnas_zoo_kernels.xnor_block_forward(
+        x, weight, gamma, beta, eps, stride, padding, dilation, zero_tail))
 
 
 @_xnor_conv_block.register_fake
@@ -96,49 +66,12 @@ def _setup(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(mean, var, wp, alpha)
 
 
-def _is_channels_last(t: torch.Tensor) -> bool:
-    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
-
-
 def _backward(ctx, g_out, *_unused):
     x, weight, gamma, beta, out, mean, var, wp, alpha = ctx.saved_tensors
-    stride, padding, dilation = ctx.conv
-    live, tail = x.shape[1], ctx.zero_tail
-    g_live, b_live = _live(gamma, live), _live(beta, live)
-    invstd, scale, shift = _folded(mean[:live], var[:live], g_live, b_live, ctx.eps)
-    g_conv = torch.ops.aten.threshold_backward(g_out, out, 0.0)  # the ReLU
-    a = torch.ops.bnas_zoo_kernels.bn_sign(x, scale, shift)  # the sign activations, recomputed
-    w_bin = torch.sign(wp) * alpha.view(-1, 1, 1, 1)
-    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    need_affine = [gamma is not None and ctx.needs_input_grad[2], beta is not None and ctx.needs_input_grad[3]]
-    g_a, g_wbin, _ = torch.ops.aten.convolution_backward(
-        g_conv, a, w_bin[:, :live].contiguous(memory_format=torch.channels_last) if tail else w_bin, None,
-        [stride] * 2, [padding] * 2, [dilation] * 2, False, [0, 0], 1, [need_x or any(need_affine), need_w, False])
-    # the constant channels (zero tail, 1x1 conv): a = sign(beta) at every pixel, so their sums are per-channel
-    tail_sign = torch.sign(beta[live:]) if tail and beta is not None else None
-    g_sum = g_conv.sum(dim=(0, 2, 3)) if tail_sign is not None else None
-    g_w = None
-    if need_w:  # the release's XNOR-Net formula, in the latent weight's own memory layout
-        if tail:
-            g_tail = (g_sum[:, None] * tail_sign[None, :] if tail_sign is not None
-                      else g_wbin.new_zeros(g_wbin.shape[0], tail)).view(g_wbin.shape[0], tail, 1, 1)
-            g_wbin = torch.cat([g_wbin, g_tail.expand(-1, -1, g_wbin.shape[2], g_wbin.shape[3])], dim=1)
-        g_w = torch.ops.bnas_zoo_kernels.xnor_weight_backward(wp, alpha, g_wbin)
-        g_w = g_w if _is_channels_last(weight) else g_w.contiguous()
-    g_x = g_gamma = g_beta = None
-    if g_a is not None:  # the straight-through sign and the BatchNorm, in two fused passes
-        gain = g_live if g_live is not None else torch.ones_like(scale)
-        g_x, g_gamma, g_beta = torch.ops.bnas_zoo_kernels.bn_sign_backward(
-            g_a, x, scale, shift, mean[:live].contiguous(), invstd, gain)
-        if tail and gamma is not None:  # constant channels: xhat = 0, so no gamma gradient
-            g_gamma = F.pad(g_gamma, (0, tail))
-        if tail and beta is not None:  # sum over pixels of the straight-through gradient at sign(beta)
-            g_a_tail = (w_bin[:, live:].flatten(1) * g_sum[:, None]).sum(0)
-            g_beta = torch.cat([g_beta, g_a_tail * (beta[live:].abs() < 1.0).to(g_a_tail.dtype)])
-        g_x = g_x if need_x else None
-        g_gamma = g_gamma if need_affine[0] else None
-        g_beta = g_beta if need_affine[1] else None
-    return g_x, g_w, g_gamma, g_beta, None, None, None, None, None
+    grads = torch.ops.bnas_zoo_kernels.xnor_block_backward(
+        g_out, x, weight, gamma, beta, out, mean, var, wp, alpha, ctx.eps, *ctx.conv, ctx.zero_tail,
+        list(ctx.needs_input_grad[:4]))
+    return (*grads, None, None, None, None, None)
 
 
 _xnor_conv_block.register_autograd(_backward, setup_context=_setup)

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bconv.h"
+#include "ops.h"
 
 namespace bnas_kernels {
 namespace {
@@ -80,6 +81,8 @@ std::string set_cpu_isa(const std::string& level) {
 
 std::string cpu_isa() { return active()->name; }
 
+}  // namespace
+
 at::Tensor binary_conv2d(const at::Tensor& x_in, const at::Tensor& scale, const at::Tensor& shift,
                          const at::Tensor& wbits, const at::Tensor& wmask, const at::Tensor& alpha,
                          const at::Tensor& int_bias, int64_t out_channels, int64_t kernel_size, int64_t stride,
@@ -127,7 +130,6 @@ at::Tensor binary_conv2d(const at::Tensor& x_in, const at::Tensor& scale, const 
   return out;
 }
 
-}  // namespace
 }  // namespace bnas_kernels
 
 TORCH_LIBRARY_IMPL(bnas_zoo, CPU, m) {

@@ -7,7 +7,10 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "ops.h"
+
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <tuple>
@@ -293,6 +296,89 @@ at::Tensor xnor_weight_backward(const at::Tensor& wp_in, const at::Tensor& alpha
   return out;
 }
 
+
+// The whole training block (bnas_zoo::xnor_conv_block; its definition and the autograd wiring are in
+// training.py): BatchNorm with batch statistics -> sign -> XNOR conv -> ReLU on a channels-last x whose last
+// zero_tail channels are left out (identically zero; taken as the constants sign(beta) through a 1x1 conv, or
+// sign(0) = 0 without affine). Returns (out, mean, var, Wp, alpha); mean and var cover the left-out channels.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> xnor_block_forward(
+    const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& gamma,
+    const c10::optional<at::Tensor>& beta, double eps, int64_t stride, int64_t padding, int64_t dilation,
+    int64_t zero_tail) {
+  const int64_t live = x.size(1), O = weight.size(0), k = weight.size(2), blocks = (O + 15) / 16 * 16;
+  auto [mean, var] = batch_stats(x);
+  const at::Tensor invstd = at::rsqrt(var + eps);
+  const at::Tensor scale = gamma.has_value() ? invstd * gamma->slice(0, 0, live) : invstd;
+  const at::Tensor shift = beta.has_value() ? beta->slice(0, 0, live) - mean * scale : -mean * scale;
+  auto [wp, alpha] = xnor_project(weight);
+  auto [wbits, wmask] = pack_weight_signs(zero_tail ? wp.slice(1, 0, live) : wp);
+  at::Tensor int_bias = at::zeros({blocks}, x.options().dtype(at::kInt));
+  if (zero_tail && beta.has_value())  // the constant channels through the 1x1 conv: an exact integer
+    int_bias.slice(0, 0, O).copy_(
+        at::matmul(at::sign(wp.slice(1, live)).flatten(1), at::sign(beta->slice(0, live))).round());
+  const at::Tensor out = binary_conv2d(x, scale, shift, wbits, wmask, at::constant_pad_nd(alpha, {0, blocks - O}),
+                                       int_bias, O, k, stride, padding, dilation, true, c10::nullopt);
+  if (zero_tail) {  // the left-out channels' batch statistics: exactly zero
+    mean = at::constant_pad_nd(mean, {0, zero_tail});
+    var = at::constant_pad_nd(var, {0, zero_tail});
+  }
+  return {out, mean, var, wp, alpha};
+}
+
+// Its backward: the ReLU mask, the sign activations recomputed, ATen's convolution backward (float,
+// channels-last), the XNOR weight gradient, the straight-through sign and the BatchNorm in two fused passes;
+// the left-out channels' parts in closed form (1x1: per-channel sums). needs: x, weight, gamma, beta.
+// Gradients not needed are returned undefined (None).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> xnor_block_backward(
+    const at::Tensor& g_out, const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& gamma,
+    const c10::optional<at::Tensor>& beta, const at::Tensor& out, const at::Tensor& mean_all,
+    const at::Tensor& var_all, const at::Tensor& wp, const at::Tensor& alpha, double eps, int64_t stride,
+    int64_t padding, int64_t dilation, int64_t zero_tail, std::array<bool, 4> needs) {
+  const int64_t live = x.size(1), O = weight.size(0), tail = zero_tail;
+  const at::Tensor mean = mean_all.slice(0, 0, live).contiguous(), var = var_all.slice(0, 0, live);
+  const at::Tensor invstd = at::rsqrt(var + eps);
+  const c10::optional<at::Tensor> g_live = gamma.has_value() ? c10::optional<at::Tensor>(gamma->slice(0, 0, live))
+                                                             : c10::nullopt;
+  const at::Tensor scale = g_live.has_value() ? invstd * *g_live : invstd;
+  const at::Tensor shift = beta.has_value() ? beta->slice(0, 0, live) - mean * scale : -mean * scale;
+  const bool need_affine = (gamma.has_value() && needs[2]) || (beta.has_value() && needs[3]);
+  const at::Tensor g_conv = at::threshold_backward(g_out, out, 0);  // the ReLU
+  const at::Tensor a = bn_sign(x, scale, shift);
+  const at::Tensor w_bin = at::sign(wp) * alpha.view({-1, 1, 1, 1});
+  const at::Tensor w_live = tail ? w_bin.slice(1, 0, live).contiguous(at::MemoryFormat::ChannelsLast) : w_bin;
+  auto [g_a, g_wbin, g_bias] = at::convolution_backward(
+      g_conv, a, w_live, c10::nullopt, {stride, stride}, {padding, padding}, {dilation, dilation}, false, {0, 0}, 1,
+      {needs[0] || need_affine, needs[1], false});
+  // the constant channels of a zero tail: a = sign(beta) at every pixel (1x1 conv), 0 without affine
+  const bool const_tail = tail && beta.has_value();
+  const at::Tensor tail_sign = const_tail ? at::sign(beta->slice(0, live)) : at::Tensor();
+  const at::Tensor g_sum = const_tail ? g_conv.sum({0, 2, 3}) : at::Tensor();
+  at::Tensor g_w;
+  if (needs[1]) {
+    if (tail) {
+      at::Tensor g_tail = const_tail ? at::outer(g_sum, tail_sign) : at::zeros({O, tail}, g_wbin.options());
+      g_tail = g_tail.view({O, tail, 1, 1}).expand({O, tail, g_wbin.size(2), g_wbin.size(3)});
+      g_wbin = at::cat({g_wbin, g_tail}, 1);
+    }
+    g_w = xnor_weight_backward(wp, alpha, g_wbin);  // channels-last
+    if (!(weight.is_contiguous(at::MemoryFormat::ChannelsLast) && !weight.is_contiguous())) g_w = g_w.contiguous();
+  }
+  at::Tensor g_x, g_gamma, g_beta;
+  if (g_a.defined()) {
+    const at::Tensor gain = g_live.has_value() ? *g_live : at::ones_like(scale);
+    std::tie(g_x, g_gamma, g_beta) = bn_sign_backward(g_a, x, scale, shift, mean, invstd, gain);
+    if (tail && gamma.has_value()) g_gamma = at::constant_pad_nd(g_gamma, {0, tail});  // xhat = 0 there
+    if (const_tail) {  // sum over pixels of the straight-through gradient at sign(beta)
+      const at::Tensor g_a_tail = at::matmul(g_sum, w_bin.slice(1, live).flatten(1));
+      g_beta = at::cat({g_beta, g_a_tail * (beta->slice(0, live).abs() < 1.0).to(g_a_tail.scalar_type())});
+    }
+    if (!needs[0]) g_x = at::Tensor();
+    if (!(gamma.has_value() && needs[2])) g_gamma = at::Tensor();
+    if (!(beta.has_value() && needs[3])) g_beta = at::Tensor();
+  }
+  return {g_x, g_w, g_gamma, g_beta};
+}
+
 }  // namespace
 }  // namespace bnas_kernels
 
@@ -301,6 +387,12 @@ TORCH_LIBRARY_FRAGMENT(bnas_zoo_kernels, m) {
   m.def("pack_weight_signs(Tensor w) -> (Tensor, Tensor)", &bnas_kernels::pack_weight_signs);
   m.def("xnor_project(Tensor w) -> (Tensor, Tensor)", &bnas_kernels::xnor_project);
   m.def("xnor_weight_backward(Tensor wp, Tensor alpha, Tensor g) -> Tensor", &bnas_kernels::xnor_weight_backward);
+  m.def("xnor_block_forward(Tensor x, Tensor weight, Tensor? gamma, Tensor? beta, float eps, int stride, "
+        "int padding, int dilation, int zero_tail) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+        &bnas_kernels::xnor_block_forward);
+  m.def("xnor_block_backward(Tensor g_out, Tensor x, Tensor weight, Tensor? gamma, Tensor? beta, Tensor out, "
+        "Tensor mean, Tensor var, Tensor wp, Tensor alpha, float eps, int stride, int padding, int dilation, "
+        "int zero_tail, bool[4] needs) -> (Tensor, Tensor, Tensor, Tensor)", &bnas_kernels::xnor_block_backward);
   m.def("bn_sign(Tensor x, Tensor scale, Tensor shift) -> Tensor", &bnas_kernels::bn_sign);
   m.def("bn_sign_backward(Tensor g, Tensor x, Tensor scale, Tensor shift, Tensor mean, Tensor invstd, Tensor gain) "
         "-> (Tensor, Tensor, Tensor)", &bnas_kernels::bn_sign_backward);
