@@ -207,7 +207,12 @@ class BinaryConv2d(nn.Conv2d):
 
 
 class BinaryConvBlock(nn.Module):
-    """BatchNorm -> sign -> conv (zero padding on the signed input) -> ReLU: every binary op of BNAS."""
+    """BatchNorm -> sign -> conv (zero padding on the signed input) -> ReLU: every binary op of BNAS.
+
+    Training on channels-last float32 CPU activations runs the fast path (``bnas_zoo.kernels.training``: packed
+    XNOR kernels, exact convolution sums); everything else computes the float simulation, the release's
+    computation bit for bit.
+    """
 
     def __init__(
             self,

@@ -45,18 +45,11 @@ def _block(cin, cout, k, stride=1, dilation=1, affine=True, seed=0):
 
 
 def _exact_block(blk, x):
-    """The block as the float simulation computes it, with the convolution's sum exact: conv of the signs
-    with sign(W), times alpha (value), and the float simulation's gradients."""
-    a = sign_ste(blk.bn(F.pad(x, [0, 0, 0, 0, 0, blk.zero_tail])))
-    c = blk.conv
-    wp = center_clamp(c.weight.detach())
-    exact = F.conv2d(a, torch.sign(wp), None, c.stride, c.padding, c.dilation) * xnor_alpha(wp).view(1, -1, 1, 1)
-    y = F.conv2d(a, xnor_weight(c.weight), None, c.stride, c.padding, c.dilation)
-    return F.relu(y + (exact - y).detach())
+    return training.xnor_conv_block_reference(x, blk.bn, blk.conv, blk.zero_tail)
 
 
 def _defined_block(blk, x):
-    """:func:`_exact_block` with the fast path's roundings: its batch statistics (values; the gradient is the
+    """``xnor_conv_block_reference`` with the fast path's roundings: its batch statistics (values; the gradient is the
     plain BatchNorm formula's), y = x * scale + shift, and its alpha. A network built of these computes the
     fast path's forward pass bit for bit in plain PyTorch ops."""
     x = F.pad(x, [0, 0, 0, 0, 0, blk.zero_tail])

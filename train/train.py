@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--amp', choices=['bf16', 'fp16'], help='automatic mixed precision')
     p.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
                    help='channels-last memory format (default: on for the CPU, off on a GPU). On the CPU the binary '
-                        'layers then train on the packed XNOR-popcount kernels, about twice as fast; '
+                        'layers then train on the packed XNOR-popcount kernels (1.4x to 2x faster, by model); '
                         '--no-channels-last runs the float simulation, bit for bit the released code\'s computation')
     p.add_argument('--compile', action='store_true', help='torch.compile the model')
     p.add_argument('--seed', type=int, default=0,

@@ -85,7 +85,8 @@ def ensure_loaded() -> str:
             _lib.impl('binary_conv2d', binary_conv2d_reference, 'CPU')
             _state['backend'], _state['error'] = 'reference', error
             warnings.warn(f'bnas_zoo: compiled binary kernels unavailable ({error}); deployed networks run the '
-                          f'pure-PyTorch reference instead: same outputs, much slower', RuntimeWarning, stacklevel=2)
+                          f'pure-PyTorch reference instead (same outputs, much slower) and training computes the '
+                          f'float simulation', RuntimeWarning, stacklevel=2)
         return _state['backend']
 
 

@@ -108,10 +108,16 @@ def xnor_conv_block(x: torch.Tensor, bn: torch.nn.BatchNorm2d, conv: torch.nn.Co
 
 def xnor_conv_block_reference(x: torch.Tensor, bn: torch.nn.BatchNorm2d, conv: torch.nn.Conv2d,
                               zero_tail: int = 0) -> torch.Tensor:
-    """The same block as the float simulation computes it (the release's way): its definition."""
-    from ..binary import sign_ste, xnor_weight
+    """What :func:`xnor_conv_block` computes, in plain PyTorch ops (the tests hold the op to it): the float
+    simulation (BatchNorm, straight-through sign, XNOR weight with the release's gradient, ReLU) with the
+    convolution's sum exact: conv of the signs with sign(W) (integer sums), times alpha."""
+    from ..binary import center_clamp, sign_ste, xnor_alpha, xnor_weight
     a = sign_ste(bn(F.pad(x, [0, 0, 0, 0, 0, zero_tail])))
-    return F.relu(F.conv2d(a, xnor_weight(conv.weight), None, conv.stride, conv.padding, conv.dilation))
+    geometry = (conv.stride, conv.padding, conv.dilation)
+    wp = center_clamp(conv.weight.detach())
+    exact = F.conv2d(a, torch.sign(wp), None, *geometry) * xnor_alpha(wp).view(1, -1, 1, 1)
+    y = F.conv2d(a, xnor_weight(conv.weight), None, *geometry)  # the gradient
+    return F.relu(y + (exact - y).detach())
 
 
 def applies(x: torch.Tensor, bn: torch.nn.BatchNorm2d, conv: torch.nn.Conv2d) -> bool:

@@ -1,8 +1,10 @@
-// Helpers of the fast training path (bnas_zoo/kernels/training.py): the batch statistics of a channels-last
-// activation and the per-step packing of the binarized weights into the layout of binary_conv2d. Both are
-// memory-bound loops that ATen has no single op for (var_mean over a channels-last tensor is several times
-// slower than one pass; ATen packs no bits). The pure-PyTorch definitions they are tested against are in
-// training.py (batch_stats_reference, pack_weight_words in reference.py).
+// The fast training path (bnas_zoo/kernels/training.py): a BatchNorm -> sign -> XNOR conv -> ReLU block's
+// forward (on the packed kernels of ops.cpp) and backward, and its helpers: one-pass batch statistics of a
+// channels-last activation, the latent weight's projection and bit packing, the XNOR weight gradient, and the
+// straight-through sign with the BatchNorm backward in two fused passes. Memory-bound loops that ATen has no
+// single op for (var_mean over a channels-last tensor is several times slower than one pass; ATen packs no
+// bits). The plain-PyTorch definitions the tests compare them against: training.py
+// (xnor_conv_block_reference, batch_stats_reference), reference.py (pack_weight_words), binary.py.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
