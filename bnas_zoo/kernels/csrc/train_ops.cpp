@@ -25,7 +25,11 @@ namespace {
 // vectorizes them over the channels; target_clones compiles each for AVX-512, AVX2 and baseline x86-64 and
 // picks the CPU's best at load time (GCC's ifunc dispatch). y = x * scale + shift is a multiply then an add
 // (-ffp-contract=off), as in the packing kernels, so every pass sees the same y.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define BNAS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define BNAS_CLONES
+#endif
 
 // Sums of d and d * d, d = x - k (k: one value of each channel, so that the variance suffers no
 // cancellation when the mean is large against the spread: the shifted-data algorithm).
