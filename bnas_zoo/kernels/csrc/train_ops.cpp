@@ -100,8 +100,8 @@ void channel_sums(int64_t rows, int64_t C, F&& block_fn, std::vector<double>& s_
 }
 
 // Per-channel mean and biased variance of a float (N, C, H, W) tensor over N, H and W, in one pass over the
-// channels-last data: sums and sums of squares in double per task, combined in task order (deterministic
-// for a given thread count's grain, which does not depend on the thread count here).
+// channels-last data (channel_sums of the values shifted by the first pixel's: deterministic, whatever the
+// thread count).
 std::tuple<at::Tensor, at::Tensor> batch_stats(const at::Tensor& x_in) {
   TORCH_CHECK(x_in.dim() == 4 && x_in.scalar_type() == at::kFloat, "batch_stats: x must be a float32 NCHW tensor");
   const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
@@ -165,9 +165,16 @@ std::tuple<at::Tensor, at::Tensor> pack_weight_signs(const at::Tensor& w_in) {
 }
 
 // The straight-through sign of a folded BatchNorm, a = sign(x * scale + shift), on a channels-last tensor.
-at::Tensor bn_sign(const at::Tensor& x_in, const at::Tensor& scale, const at::Tensor& shift) {
+// Per-channel vectors as the loops read them: C contiguous floats.
+at::Tensor channel_vector(const at::Tensor& t, int64_t C, const char* what) {
+  TORCH_CHECK(t.numel() == C, what, ": expected one value per channel (", C, "), got ", t.numel());
+  return t.contiguous().to(at::kFloat);
+}
+
+at::Tensor bn_sign(const at::Tensor& x_in, const at::Tensor& scale_in, const at::Tensor& shift_in) {
   const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t C = x.size(1), rows = x.numel() / C;
+  const at::Tensor scale = channel_vector(scale_in, C, "bn_sign"), shift = channel_vector(shift_in, C, "bn_sign");
   at::Tensor a = at::empty_like(x, at::MemoryFormat::ChannelsLast);
   const float* px = x.data_ptr<float>();
   const float* sc = scale.data_ptr<float>();
@@ -182,14 +189,18 @@ at::Tensor bn_sign(const at::Tensor& x_in, const at::Tensor& scale, const at::Te
 //   g_y = g_a * 1[|y| < 1]  (y = x * scale + shift),  xhat = (x - mean) * invstd,  M = N * H * W
 //   g_beta = sum g_y,  g_gamma = sum g_y * xhat,
 //   g_x = gamma * invstd * (g_y - g_beta / M - xhat * g_gamma / M)       (gamma = 1 without affine)
-// Two passes over the channels-last tensors; per-channel sums in double. Returns (g_x, g_gamma, g_beta).
+// Two passes over the channels-last tensors (the sums by channel_sums). Returns (g_x, g_gamma, g_beta).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_sign_backward(
-    const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor& scale, const at::Tensor& shift,
-    const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& gain) {
+    const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor& scale_in, const at::Tensor& shift_in,
+    const at::Tensor& mean_in, const at::Tensor& invstd_in, const at::Tensor& gain_in) {
   const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor g = g_in.contiguous(at::MemoryFormat::ChannelsLast);
   TORCH_CHECK(g.sizes() == x.sizes() && g.scalar_type() == at::kFloat, "bn_sign_backward: gradient shape");
   const int64_t C = x.size(1), rows = x.numel() / C;
+  const char* what = "bn_sign_backward";
+  const at::Tensor scale = channel_vector(scale_in, C, what), shift = channel_vector(shift_in, C, what);
+  const at::Tensor mean = channel_vector(mean_in, C, what), invstd = channel_vector(invstd_in, C, what);
+  const at::Tensor gain = channel_vector(gain_in, C, what);
   const float* px = x.data_ptr<float>();
   const float* pg = g.data_ptr<float>();
   const float* sc = scale.data_ptr<float>();
