@@ -11,7 +11,6 @@ import timm
 import torch
 import torch.nn.functional as F
 
-import bnas_zoo
 from bnas_zoo.binary import (BinaryConvBlock, attach_latent_projection, center_clamp, sign_ste, xnor_alpha,
                              xnor_weight, xnor_weight_grad)
 from bnas_zoo.kernels import pack_weight_words, training
