@@ -3,7 +3,7 @@
 The forward pass reads only static ints, lists of ints and the ``ops`` ModuleDict (iterated in order), so
 TorchScript scripts it as eager PyTorch runs it: the plan is unrolled into those tables at construction.
 """
-from typing import Dict, FrozenSet, List, Optional
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -137,15 +137,24 @@ class Cell(nn.Module):
             self.preprocess0.zero_tail = tail0
         if self.preprocess1 is not None:
             self.preprocess1.zero_tail = tail1
-        if not leave_out or not self._body_nodes or self._pad_lo:
-            self.out_tail = 0
-        elif not self.skip:
-            self.out_tail = self._pad_hi
-        elif self.shortcut is not None:
-            self.out_tail = 0
-        else:
-            self.out_tail = min(self._pad_hi, tail1)
+        _, _, out = self.stored_ranges((0, self.out_chs - tail1))
+        self.out_tail = self.out_chs - out[1] if leave_out else 0
         return self.out_tail
+
+    def stored_ranges(self, r1: Tuple[int, int]) -> Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
+        """The channels ``[lo, hi)`` of the body (the concatenated nodes), of the skip and of the output that
+        can be non-zero when those of input 1 are ``r1``: every other channel is zero for every input. The
+        zero tails here and the deployed cells' stored channels (``bnas_zoo.deploy``) are read from it."""
+        total = self.out_chs
+        body = (self._pad_lo, total - self._pad_hi) if self._body_nodes else (0, 0)
+        skip = (0, total) if self.shortcut is not None else (r1 if self.skip else (0, 0))
+        if not self._body_nodes:
+            out = skip if self.skip else (0, total)
+        elif self.skip:
+            out = (min(body[0], skip[0]), max(body[1], skip[1]))
+        else:
+            out = body
+        return body, skip, out
 
     def _use(self, k: int, y: torch.Tensor, states: Dict[int, torch.Tensor]) -> None:
         """Add edge ``k``'s output (after drop-path when training) to its node."""

@@ -289,11 +289,9 @@ class DeployedCell(nn.Module):
         total = cell.out_chs
         self.out_total = total
         self.body = tuple(cell._body)
-        pad0, pad1 = cell._pad
-        body_range: Range = (pad0, total - pad1) if self.body else (0, 0)
+        self.body_range, self.skip_range, self.out_range = cell.stored_ranges(r1)
         self.has_skip = cell.skip
         self.shortcut: Optional[Shortcut2x2] = None
-        skip_range: Range = (0, 0)
         self.shortcut_pad: Range = (0, 0)
         if cell.skip and cell.shortcut is not None:
             sp = f'{prefix}.shortcut'
@@ -312,16 +310,6 @@ class DeployedCell(nn.Module):
             else:  # grouped: the input keeps all its channels (the zero ones re-inserted)
                 self.shortcut_pad = (r1[0], c_p - r1[1])
             self.shortcut = Shortcut2x2(w.float(), b.float(), g)
-            skip_range = (0, total)
-        elif cell.skip:
-            skip_range = r1
-        if not self.body:
-            out_range = skip_range if cell.skip else (0, total)
-        elif cell.skip:
-            out_range = (min(body_range[0], skip_range[0]), max(body_range[1], skip_range[1]))
-        else:
-            out_range = body_range
-        self.body_range, self.skip_range, self.out_range = body_range, skip_range, out_range
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         states: Dict[int, torch.Tensor] = {}
