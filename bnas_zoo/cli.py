@@ -19,6 +19,10 @@ EPILOG = """examples:
   bnas-zoo demo                                # the main job on the embedded default
 """
 
+#: the help of the MODEL argument and of --input-size, shared by the subcommands that build a model
+MODEL_HELP = 'bnas_mini, bnas_a..bnas_h, bnas_custom, local-dir:PATH or hf-hub:ORG/NAME'
+INPUT_SIZE_HELP = "square input resolution (default: the model's)"
+
 
 def _create(name: str, args: argparse.Namespace, pretrained: bool = False):
     from .registry import VARIANTS, create_checked
@@ -229,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                     'binary and full-precision multiply-adds; then totals (FLOPs = FP MACs + binary MACs / 64, '
                     'memory, memory saving and theoretical speed-up against the same network in float), '
                     'both for the network as given and in the paper\'s convention.')
-    p.add_argument('model', help='bnas_mini, bnas_a..bnas_h, bnas_custom, local-dir:PATH or hf-hub:ORG/NAME')
-    p.add_argument('--input-size', type=int, help='square input resolution (default: the model\'s)')
+    p.add_argument('model', help=MODEL_HELP)
+    p.add_argument('--input-size', type=int, help=INPUT_SIZE_HELP)
     p.add_argument('--summary', action='store_true', help='print only the totals')
     p.add_argument('--json', action='store_true', help='print the profile as JSON')
     _add_custom_model_args(p, '--layers')
@@ -288,12 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
                     'weight memory. Medians of interleaved runs. --layers adds a per-layer table: each binary '
                     "conv's effective GOPS and torch's best float conv of the same shape.")
     p.add_argument('models', nargs='+', metavar='MODEL',
-                   help='bnas_mini, bnas_a..bnas_h, bnas_custom, local-dir:PATH or hf-hub:ORG/NAME')
+                   help=MODEL_HELP)
     p.add_argument('--batch', type=int, nargs='+', default=[1], help='batch sizes (default: 1)')
     p.add_argument('--threads', type=int, nargs='+', default=[2], help='torch intra-op threads (default: 2)')
     p.add_argument('--repeats', type=int, default=10, help='timed runs per measurement (default: 10)')
     p.add_argument('--layers', action='store_true', help='also print the per-layer table (first batch and thread count)')
-    p.add_argument('--input-size', type=int, help="square input resolution (default: the model's)")
+    p.add_argument('--input-size', type=int, help=INPUT_SIZE_HELP)
     _add_custom_model_args(p, '--cells')
     p.set_defaults(func=cmd_bench)
 
@@ -305,12 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
                     'torch.export.load(FILE).module(), TorchScript (traced) with torch.jit.load(FILE). The batch '
                     'dimension is dynamic; the resolution is fixed at --input-size. local-dir: and hf-hub: models '
                     'are exported with their weights; a registered name with --pretrained only.')
-    p.add_argument('model', help='bnas_mini, bnas_a..bnas_h, bnas_custom, local-dir:PATH or hf-hub:ORG/NAME')
+    p.add_argument('model', help=MODEL_HELP)
     p.add_argument('--format', required=True, choices=['onnx', 'pt2', 'torchscript'],
                    help='onnx (torch.onnx dynamo exporter, weights inside the file), pt2 (torch.export.save) or torchscript '
                         '(torch.jit.trace + save)')
     p.add_argument('--out', required=True, metavar='FILE', help='the file to write (its folder is created)')
-    p.add_argument('--input-size', type=int, help="square input resolution (default: the model's)")
+    p.add_argument('--input-size', type=int, help=INPUT_SIZE_HELP)
     p.add_argument('--pretrained', action='store_true',
                    help="a registered name: load its pretrained weights from the Hub (default: fresh weights)")
     p.add_argument('--opset', type=int, default=18, help='ONNX opset (default: 18)')
