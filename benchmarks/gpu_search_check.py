@@ -25,9 +25,9 @@ def main() -> int:
     p.add_argument('--cpu-smoke', action='store_true')
     args = p.parse_args()
     from bnas_zoo.binary import attach_latent_projection
-    from bnas_zoo.derive import diversity_regularizer
     from bnas_zoo.genotype import PRIMITIVES
     from bnas_zoo.supernet import Supernet
+    from bnas_zoo.train.search import search_step
     if args.cpu_smoke:
         device, layers, channels, batch = torch.device('cpu'), 3, 4, 8
     elif torch.cuda.is_available():
@@ -44,24 +44,11 @@ def main() -> int:
     a_opt = torch.optim.Adam(model.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     xw, xa = (torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt) for _ in range(2))
     yw, ya = (torch.randint(0, 10, (batch,), device=device) for _ in range(2))
-    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
     ce = torch.nn.CrossEntropyLoss()
 
-    def step(epoch=0):
-        a_opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            loss_a = ce(model(xa), ya)
-        scaler.scale(loss_a + diversity_regularizer(model.probabilities(), epoch)).backward()
-        scaler.step(a_opt)
-        w_opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            loss_w = ce(model(xw), yw)
-        scaler.scale(loss_w).backward()
-        scaler.unscale_(w_opt)
-        torch.nn.utils.clip_grad_norm_(model.weight_parameters(), 5.0)
-        scaler.step(w_opt)
-        scaler.update()
+    def step(epoch=0):  # what bnas-search runs
+        search_step(model, ce, a_opt, w_opt, scaler, (xa, ya), (xw, yw), epoch, 1.0, 7.7, args.amp)
 
     steps = 2 if args.cpu_smoke else args.steps
     for _ in range(1 if args.cpu_smoke else args.warmup):

@@ -21,11 +21,7 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
-
 import torch
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
@@ -36,10 +32,9 @@ def main() -> int:
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--no-channels-last', action='store_true', help='skip the channels-last variant')
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     import bnas_zoo.supernet as supernet
     from bnas_zoo.binary import attach_latent_projection
-    from train.search import DEFAULT_OPS, search_step
+    from bnas_zoo.train.search import DEFAULT_OPS, search_step
 
     variants = ['before', 'after'] + ([] if args.no_channels_last else ['channels-last'])
     steps = args.steps + 1
