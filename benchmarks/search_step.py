@@ -21,6 +21,7 @@ import argparse
 import statistics
 import sys
 import time
+
 import torch
 
 
