@@ -34,6 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .kernels import training as fast_training
+
 __all__ = [
     'sign_ste', 'sign_ste_reference', 'xnor_weight', 'xnor_weight_reference', 'xnor_alpha', 'center_clamp',
     'scale_grad', 'BinaryConv2d', 'BinaryConvBlock', 'BinarySepConvBlock', 'binary_convs', 'binary_param_names', 'project_latent_',
@@ -236,20 +238,11 @@ class BinaryConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():  # (TorchScript compiles the float simulation only)
-            if self.training and self._fast_training(x):
-                return self._forward_fast(x)
+            if self.training and fast_training.applies(x, self.bn, self.conv):
+                return fast_training.xnor_conv_block(x, self.bn, self.conv, self.zero_tail)
         if self.zero_tail:
             x = F.pad(x, [0, 0, 0, 0, 0, self.zero_tail])
         return F.relu(self.conv(self.bn(x)), inplace=True)  # the conv output is fresh: safe in place
-
-    def _fast_training(self, x: torch.Tensor) -> bool:
-        from .kernels import training
-        return training.applies(x, self.bn, self.conv)
-
-    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        """Training on channels-last activations: the packed XNOR kernels (``bnas_zoo.kernels.training``)."""
-        from .kernels import training
-        return training.xnor_conv_block(x, self.bn, self.conv, self.zero_tail)
 
 
 class BinarySepConvBlock(nn.Module):
