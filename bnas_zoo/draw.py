@@ -78,9 +78,9 @@ class NetworkInfo:
     reduction_cells: Tuple[int, ...]
 
     @classmethod
-    def of(cls, model: Any, name: Optional[str] = None) -> 'NetworkInfo':
+    def of(cls, model: Any) -> 'NetworkInfo':
         cfg = getattr(model, 'pretrained_cfg', None) or {}
-        return cls(name or cfg.get('architecture') or type(model).__name__, model.layers, model.inter_cell_skip,
+        return cls(cfg.get('architecture') or type(model).__name__, model.layers, model.inter_cell_skip,
                    model.fully_binary, tuple(model.reduction_cells))
 
     @property
@@ -472,7 +472,7 @@ def is_model_name(name: Any) -> bool:
     """Whether ``name`` names a model (registered, ``bnas_custom``, ``local-dir:``, ``hf-hub:``) rather than
     a genotype (a bundled name or a JSON path)."""
     from .registry import VARIANTS
-    if not isinstance(name, str):
+    if not isinstance(name, str) or name.endswith('.json') or Path(name).is_file():
         return False
     return name.startswith(('local-dir:', 'hf-hub:')) or name.split('.')[0] in (*VARIANTS, 'bnas_custom')
 
@@ -491,16 +491,14 @@ def _source(src: Any) -> Tuple[Genotype, Optional[NetworkInfo]]:
     if isinstance(src, BNASNet):
         return src.genotype, NetworkInfo.of(src)
     if is_model_name(src):
-        return _source_model(src)
+        model = build_model_structure(src)
+        return model.genotype, NetworkInfo.of(model)
     if hasattr(src, 'parameters') and not isinstance(src, (str, Path, dict)):
         raise BnasError(f'{type(src).__name__}: not a bnas_zoo network; expected a BNASNet, a model name, a genotype '
                         f'name, a genotype JSON path or a genotype dict')
     return load_genotype(src), None
 
 
-def _source_model(name: str) -> Tuple[Genotype, NetworkInfo]:
-    model = build_model_structure(name)
-    return model.genotype, NetworkInfo.of(model, name)
 
 
 def cell_graphs(src: Any, cell: str = 'both', inter_cell_skip: Optional[bool] = None,

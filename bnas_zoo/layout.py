@@ -12,7 +12,8 @@ order given):
 3. The slots of each column are ordered to reduce edge crossings (barycentre sweeps, the ordering with the
    fewest crossings kept).
 4. Vertical positions: each slot moves towards the mean position of its neighbours, keeping the order and the
-   minimum separation (an isotonic regression, pool-adjacent-violators), for a fixed number of sweeps.
+   minimum separation (an isotonic regression, pool-adjacent-violators), sweep after sweep until it settles
+   (at most a fixed number of sweeps).
 
 Labels therefore never overlap each other, nodes or other lines; lines may only cross between columns.
 """
@@ -155,11 +156,15 @@ def _place(columns: List[List[_Slot]]) -> None:
             s.y = y - mid
     for sweep in range(PLACEMENT_SWEEPS):
         indices = range(len(columns)) if sweep % 2 == 0 else range(len(columns) - 1, -1, -1)
+        moved = 0.0
         for c in indices:
             col = columns[c]
             desired = [sum(n.y for n in s.up + s.down) / len(s.up + s.down) if s.up or s.down else s.y for s in col]
             for s, y in zip(col, _fit_in_order(desired, separations(col))):
+                moved = max(moved, abs(y - s.y))
                 s.y = y
+        if moved < 0.01:  # settled (a fraction of a pixel)
+            break
 
 
 def _spread(count: int, height: float) -> List[float]:
