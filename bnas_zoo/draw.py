@@ -171,8 +171,8 @@ def cell_graph(genotype: Genotype, reduction: bool, network: Optional[NetworkInf
         notes.append('skip: the inter-cell skip adds c_{k-1} through a float 2x2 stride-2 convolution'
                      + ('' if network else " (in bnas_zoo's networks)"))
     elif skip:
-        notes.append('skip: the inter-cell skip adds c_{k-1} to the output ('
-                     + ('in every cell but the first)' if network else "in bnas_zoo's networks, every cell but the first)"))
+        where = 'in every cell but the first' if network else "in bnas_zoo's networks, every cell but the first"
+        notes.append(f'skip: the inter-cell skip adds c_{{k-1}} to the output ({where})')
     if fp:
         notes.append(f"\u2021 float weights in the network's last cell (cell {network.layers} of {network.layers}), "
                      f"as in the authors' release (fully_binary=True binarizes them)")
@@ -216,7 +216,8 @@ def _runs(text: str) -> List[Tuple[str, bool]]:
 
 def _text_width(text: str, size: float, mono: bool, markup: bool = False) -> float:
     runs = _runs(text) if markup else [(text, False)]
-    return sum(len(t) * (SUB_SCALE if sub else 1.0) for t, sub in runs) * size * (MONO_ADVANCE if mono else SANS_ADVANCE)
+    chars = sum(len(t) * (SUB_SCALE if sub else 1.0) for t, sub in runs)
+    return chars * size * (MONO_ADVANCE if mono else SANS_ADVANCE)
 
 
 def _label_text(edge: GraphEdge) -> str:

@@ -117,8 +117,8 @@ def _random_genotype(rng: random.Random, steps: int) -> dict:
     zero_bias = rng.random() < 0.3  # some genotypes with much Zeroise: zero and unused nodes
     data = {}
     for kind in ('normal', 'reduce'):
-        data[kind] = [['none' if zero_bias and rng.random() < 0.5 else rng.choice(OPERATIONS), rng.randrange(2 + k // 2)]
-                      for k in range(2 * steps)]
+        data[kind] = [['none' if zero_bias and rng.random() < 0.5 else rng.choice(OPERATIONS),
+                       rng.randrange(2 + k // 2)] for k in range(2 * steps)]
     width = rng.randint(1, steps)
     for kind in ('normal', 'reduce'):
         data[f'{kind}_concat'] = sorted(rng.sample(range(2, 2 + steps), width))
