@@ -1,4 +1,4 @@
-"""The ``bnas-zoo`` command line: list, profile, convert-official, publish, bench, export, demo."""
+"""The ``bnas-zoo`` command line: list, profile, convert-official, publish, bench, export, draw, demo."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,7 @@ EPILOG = """examples:
   bnas-zoo publish weights/bnas_d --repo-id my-org/bnas_d.in1k --dry-run --out publish/bnas_d
   bnas-zoo bench bnas_d bnas_a --batch 1 8 --threads 1 2   # deployed (packed-bit) inference speed
   bnas-zoo export local-dir:weights/bnas_d --format onnx --out bnas_d.onnx   # runs without bnas_zoo
+  bnas-zoo draw bnas_cifar --output cells.svg  # the cells of a genotype or model as SVG or PNG
   bnas-zoo demo                                # the main job on the embedded default
 """
 
@@ -193,6 +194,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_draw(args: argparse.Namespace) -> int:
+    from .draw import draw_cell, is_model_name
+    if args.search:
+        from .search_plots import draw_search
+        if args.source:
+            raise BnasError(f'give either a GENOTYPE or MODEL to draw, or --search FOLDER; got both '
+                            f'({args.source} and --search {args.search})')
+        written = draw_search(args.search, args.output)
+        print(f'wrote {len(written)} pictures of the search in {args.search}: ' + ', '.join(str(p) for p in written))
+        return 0
+    if not args.source:
+        raise BnasError('expected a GENOTYPE or MODEL to draw (or --search FOLDER)')
+    if not args.output:
+        raise BnasError('--output FILE.svg or FILE.png is required: the picture to write')
+    source = args.source
+    if is_model_name(source):
+        import torch
+        with torch.device('meta'):  # the structure only: no memory for weights, none loaded
+            source = _create(args.source, args)
+    path = draw_cell(source, args.cell, args.output, width=args.width, height=args.height)
+    print(f'wrote {path}')
+    return 0
+
+
 def _add_custom_model_args(p: argparse.ArgumentParser, cells_flag: str) -> None:
     """The flags that build a bnas_custom model (``cells_flag``: the number of cells, read as
     ``args.custom_layers``)."""
@@ -320,6 +345,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--opset', type=int, default=18, help='ONNX opset (default: 18)')
     _add_custom_model_args(p, '--layers')
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        'draw', help='draw the cells of a genotype or model (SVG or PNG), or the pictures of a search folder',
+        description='Draw the normal and/or reduction cell of a genotype or a model as a graph, left to right: '
+                    'the cell inputs c_{k-2} and c_{k-1}, the intermediate nodes numbered as in the genotype '
+                    'JSON, the output c_k concatenating its nodes, one labelled edge per operation. Zeroise '
+                    "('none') edges and what they make identically zero are dashed and grey, what no output "
+                    'needs is dotted (the network computes neither). A model adds its inter-cell skip (a float '
+                    "2x2 convolution in reduction cells) and marks its last cell's float convolutions with a "
+                    'double dagger. The same input gives the same file bytes. With --search FOLDER: write again '
+                    'the pictures bnas-search writes in its output folder (the architecture weights over the '
+                    'epochs, alphas.png; the cells derived after each epoch, cells/epoch_NNN.svg; the cells of '
+                    'each genotype JSON in the folder).')
+    p.add_argument('source', nargs='?', metavar='GENOTYPE|MODEL',
+                   help='a genotype JSON file, a bundled genotype (bnas_cifar, bnas_imagenet), or a model: '
+                        + MODEL_HELP)
+    p.add_argument('--cell', choices=['normal', 'reduce', 'both'], default='both',
+                   help='which cell to draw (default: both, one above the other)')
+    p.add_argument('--output', metavar='FILE.svg|FILE.png',
+                   help='the picture to write, SVG or PNG by its suffix (its folder is created); with --search: '
+                        'the folder to write into (default: the search folder)')
+    p.add_argument('--out', dest='output', help=argparse.SUPPRESS)
+    p.add_argument('--width', type=int, metavar='PX',
+                   help='width in pixels (default: the drawing\'s own for SVG, twice that for PNG); alone, the '
+                        'height keeps the proportions')
+    p.add_argument('--height', type=int, metavar='PX', help='height in pixels; with --width the drawing is fitted '
+                                                             'and centred')
+    p.add_argument('--search', metavar='FOLDER', help='the output folder of a finished or interrupted bnas-search')
+    _add_custom_model_args(p, '--cells')
+    p.set_defaults(func=cmd_draw)
 
     p = sub.add_parser(
         'timm', help="run one of timm's scripts (train.py, validate.py, benchmark.py, inference.py) on bnas models",

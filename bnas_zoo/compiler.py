@@ -23,6 +23,7 @@ class CellPlan:
     Attributes:
         edges, concat, reduction: the genotype's cell.
         zero_nodes: intermediate nodes that are identically zero (Zeroise everywhere upstream).
+        zero_edges: edges that are identically zero (Zeroise, or a parameter-free op of a zero node).
         live_edges: edges that are computed, in order (non-zero and feeding a node the output needs).
         shared: live edge -> earlier live edge computing the very same tensor (same parameter-free op,
             input and stride); it is computed once.
@@ -35,6 +36,7 @@ class CellPlan:
     concat: Tuple[int, ...]
     reduction: bool
     zero_nodes: FrozenSet[int]
+    zero_edges: FrozenSet[int]
     live_edges: Tuple[int, ...]
     shared: Dict[int, int]
     materialized_zeros: FrozenSet[int]
@@ -110,6 +112,7 @@ def compile_cell(edges: Sequence[Edge], concat: Sequence[int], reduction: bool, 
         concat=concat,
         reduction=reduction,
         zero_nodes=frozenset(zero_nodes),
+        zero_edges=frozenset(zero_edges),
         live_edges=live_edges,
         shared=shared,
         materialized_zeros=frozenset(materialized),

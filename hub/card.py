@@ -28,7 +28,20 @@ genotype stored in `config.json`.
 {% for line in about %}
 {{ line }}
 {%- endfor %}
+{% if cell_pictures %}
+## Cells
 
+{% for pic in cell_pictures -%}
+![{{ pic.alt }}]({{ pic.file }})
+
+{% endfor -%}
+The searched cells of this network (drawn with `bnas-zoo draw`), left to right: the cell inputs c<sub>k-2</sub> and
+c<sub>k-1</sub>, the intermediate nodes, the output c<sub>k</sub> that concatenates them; each edge is labelled with
+its operation. Dashed grey edges and nodes are identically zero (the Zeroise operation `none`), dotted ones feed
+nothing the output needs: neither is computed. The inter-cell skip adds c<sub>k-1</sub> to the output (through a
+float 2x2 convolution in the reduction cell); a double dagger (&Dagger;) marks the convolutions that the last cell
+keeps in float.
+{% endif %}
 ## Usage
 
 ```python
@@ -60,7 +73,9 @@ bnas-train --model hf-hub:{{ repo_id }} --data-dir my_images --head-epochs 2 --o
 | `model.safetensors` | latent float weights (for training and fine-tuning) | {{ float_size }} |
 | `model-1bit.safetensors` | binary convolutions as packed bits + one fp32 scale per output channel; everything else as stored; rebuilds the model alone, outputs identical in eval mode | {{ bit_size }} |
 | `config.json` | timm config: architecture, model_args (the genotype itself included), pretrained_cfg | |
-
+{% for pic in cell_pictures -%}
+| `{{ pic.file }}` | picture of the {{ pic.alt }} | |
+{% endfor %}
 ## Cost
 
 Input {{ input_size }}. FLOPs = full-precision multiply-adds + binary multiply-adds / 64.
@@ -223,12 +238,15 @@ def build_model_card(
         dataset_name: Optional[str] = None,
         run: Optional[Dict[str, Any]] = None,
         converted_from: Optional[str] = None,
+        cell_pictures: Optional[Dict[str, str]] = None,
 ) -> ModelCard:
     """The model card: metadata header, usage, cost, evaluation, training, intended use, citation.
 
     Only what is known goes in: ``dataset`` (the training data's identifier; ``None`` when unknown: no
     ``datasets`` metadata then), ``eval_results`` (checked dicts: dataset, split, top1, top5, images, command,
     source 'measured' or 'reported', reference), ``run`` (a bnas-train run's record) or ``converted_from``.
+    ``cell_pictures``: the picture file of each cell ('normal', 'reduce') in the published folder, shown in the
+    card with relative links.
     """
     eval_rows, results, sources = [], [], set()
     for r in eval_results or ():
@@ -292,6 +310,8 @@ def build_model_card(
         eval_notes=eval_notes,
         training=_training_section(recipe, run, converted_from),
         citation=CITATION,
+        cell_pictures=[dict(file=f, alt='reduction cell' if kind == 'reduce' else 'normal cell')
+                       for kind, f in (cell_pictures or {}).items()],
         float_size=_size(float_bytes),
         bit_size=_size(bit_bytes),
     )

@@ -6,7 +6,8 @@ A model folder (``convert-official``'s output, a training run, timm's ``save_for
 - ``model.safetensors``: the latent float weights;
 - ``model-1bit.safetensors``: the exact deployable form (see :mod:`bnas_zoo.packing`);
 - ``config.json``: timm's format, whose ``model_args`` carry the architecture and the genotype itself;
-- ``README.md``: the model card.
+- ``README.md``: the model card;
+- ``cell_normal.png``, ``cell_reduce.png``: pictures of the network's cells (``bnas-zoo draw``), shown in the card.
 
 The card states only facts of the folder: the dataset and the evaluation that a ``bnas-train`` run recorded
 (``config.json``'s ``bnas_run`` and the run's ``summary.json``), what the publisher states (``dataset``,
@@ -29,6 +30,7 @@ from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from bnas_zoo.draw import draw_cell
 from bnas_zoo.errors import BnasError, CheckpointError, ModelConfigError, first_line
 from bnas_zoo.files import output_folder
 from bnas_zoo.packing import load_1bit, save_1bit
@@ -37,9 +39,12 @@ from bnas_zoo.profile import profile_model
 from .card import build_model_card
 
 __all__ = ['PublishResult', 'build_publish_folder', 'publish', 'load_model_folder', 'load_1bit_from_hub',
-           'run_evaluation', 'PUBLISHED_FILES']
+           'run_evaluation', 'PUBLISHED_FILES', 'CELL_PICTURES']
 
-PUBLISHED_FILES = ('model.safetensors', 'model-1bit.safetensors', 'config.json', 'README.md')
+#: the cell pictures of the card (relative links the Hub renders), by cell
+CELL_PICTURES = {'normal': 'cell_normal.png', 'reduce': 'cell_reduce.png'}
+PUBLISHED_FILES = ('model.safetensors', 'model-1bit.safetensors', 'config.json', 'README.md',
+                   *CELL_PICTURES.values())
 EVAL_KEYS = {'dataset', 'split', 'top1', 'top5', 'images', 'command', 'source', 'reference'}
 EVAL_SOURCES = ('measured', 'reported')
 
@@ -188,13 +193,15 @@ def build_publish_folder(
     save_for_hf(model, str(out_dir), model_args=model.architecture_args(), safe_serialization=True)
     config = json.loads((out_dir / 'config.json').read_text())
     save_1bit(model, out_dir / 'model-1bit.safetensors', config=config)
+    for kind, name in CELL_PICTURES.items():
+        draw_cell(model, kind, out_dir / name)
     card = build_model_card(
         repo_id, config['architecture'], profile_model(model, name=config['architecture']), card_dataset,
         eval_results=eval_results, recipe=recipe or source_config.get('bnas_recipe'), license=license,
         float_bytes=(out_dir / 'model.safetensors').stat().st_size,
         bit_bytes=(out_dir / 'model-1bit.safetensors').stat().st_size,
         num_classes=model.num_classes, dataset_name=dataset_name, run=run,
-        converted_from=source_config.get('bnas_converted_from'))
+        converted_from=source_config.get('bnas_converted_from'), cell_pictures=CELL_PICTURES)
     card.save(str(out_dir / 'README.md'))
     return out_dir
 

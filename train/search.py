@@ -126,29 +126,6 @@ def _halves(ds, batch: int, seed: int):
     return torch.utils.data.Subset(ds, perm[:n // 2]), torch.utils.data.Subset(ds, perm[n // 2:])
 
 
-def _plot(history: List[Dict[str, Any]], ops: List[str], path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    epochs = [h['epoch'] for h in history]
-    for ax, kind in zip(axes[:2], ('normal', 'reduce')):
-        mean_p = np.array([np.mean(h['probs'][kind], axis=0) for h in history])
-        for i, op in enumerate(ops):
-            ax.plot(epochs, mean_p[:, i], 'o-', label=op)
-        ax.set(xlabel='epoch', ylabel='mean softmax(alpha) over edges', title=f'{kind} cell')
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    axes[2].plot(epochs, [h['entropy'] for h in history], 'o-', label='entropy H(p)')
-    axes[2].plot(epochs, [h['learnable_share'] for h in history], 's-', label='learnable ops selected (share)')
-    axes[2].set(xlabel='epoch', title='diversity')
-    axes[2].grid(alpha=0.3)
-    axes[2].legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=90))
-    plt.close(fig)
-
-
 SEARCH_MANIFEST = 'search_checkpoint.json'
 
 
@@ -192,6 +169,15 @@ def _check_finite(t: torch.Tensor, what: str, epoch: int) -> None:
 
 def _atomic_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + '\n'))
+
+
+def _write_log(run_dir: Path, history: List[Dict[str, Any]], ops: List[str], skip: bool) -> None:
+    """search_log.json (each epoch's row, with its architecture probabilities) and the pictures drawn from it
+    (bnas_zoo.search_plots: the probabilities over the epochs, the cells derived after each epoch)."""
+    from bnas_zoo.search_plots import SEARCH_LOG, write_search_figures
+    rows = [dict(h, ops=ops, inter_cell_skip=skip) for h in history]
+    _atomic_json(run_dir / SEARCH_LOG, rows)
+    write_search_figures(run_dir, rows)
 
 
 def search_step(model, criterion, a_opt, w_opt, scaler, arch_batch, weight_batch, epoch: int, lam: float,
@@ -238,6 +224,7 @@ def search(args) -> Dict[str, Any]:
 
     from bnas_zoo.binary import attach_latent_projection
     from bnas_zoo.derive import derive_genotype, learnable_share, mean_entropy
+    from bnas_zoo.draw import draw_cell
     from bnas_zoo.genotype import validate_genotype_dict
     from bnas_zoo.operations import CONV_OPS
     from bnas_zoo.supernet import Supernet
@@ -286,8 +273,7 @@ def search(args) -> Dict[str, Any]:
                                                                     skip=not args.no_skip))
         start, history = state['epoch'] + 1, state['history']
         if history:  # a search killed while writing them: the checkpoint's history repairs them
-            _atomic_json(run_dir / 'search_log.json', [{k: v for k, v in h.items() if k != 'probs'} for h in history])
-            _plot(history, ops, run_dir / 'alphas.png')
+            _write_log(run_dir, history, ops, not args.no_skip)
 
     learnable = [o for o in ops if o in CONV_OPS]
     last_epoch = args.epochs if not args.stop_after else min(args.epochs, start + args.stop_after)
@@ -326,8 +312,7 @@ def search(args) -> Dict[str, Any]:
                      config=dict(ops=ops, layers=args.layers, channels=args.channels, skip=not args.no_skip))
         write_checkpoint_unit(run_dir, SEARCH_MANIFEST, {'supernet.safetensors': lambda tmp: save_file(weights, str(tmp)),
                                                          'search_state.pt': lambda tmp: torch.save(state, tmp)}, epoch)
-        _atomic_json(run_dir / 'search_log.json', [{k: v for k, v in h.items() if k != 'probs'} for h in history])
-        _plot(history, ops, run_dir / 'alphas.png')
+        _write_log(run_dir, history, ops, not args.no_skip)
         print(f"epoch {epoch + 1}: loss {row['train_loss']:.3f}, arch-half top-1 {row['arch_half_top1']:.1f} %, "
               f"entropy {row['entropy']:.3f}, learnable ops {100 * row['learnable_share']:.0f} %, "
               f"{row['seconds']:.0f} s; normal {geno['normal']}", flush=True)
@@ -345,6 +330,7 @@ def search(args) -> Dict[str, Any]:
         validate_genotype_dict(geno, str(path), primitives=ops)
         _atomic_json(path, geno)
         written.append(str(path))
+        draw_cell(geno, 'both', run_dir / f'{path.stem}.svg', inter_cell_skip=not args.no_skip)
     return dict(files=written, history=history)
 
 
