@@ -194,9 +194,14 @@ def read_weights(path: str, source: Optional[str] = None, use_ema: bool = False)
             raise CheckpointError(f'{source}: not a readable torch checkpoint ({first_line(e)})') from None
         return _unwrap_state_dict(obj, source, use_ema)
     try:
-        return load_file(path)
+        tensors = load_file(path)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f'{source}: neither a safetensors file nor a torch checkpoint ({e})') from None
+    if use_ema:
+        raise CheckpointError(f"{source}: a safetensors file holds one set of weights, no separate EMA weights; "
+                              f"give it without --use-ema (EMA weights are in a training checkpoint's "
+                              f"'state_dict_ema', or a run folder's checkpoint_ema.safetensors)")
+    return tensors
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: BNASNet) -> Dict[str, torch.Tensor]:
