@@ -68,9 +68,11 @@ def test_dry_run_folder_contents(mini_folder):
     assert args['genotype']['normal'][1] == ['bin_dil_conv_3x3', 0] and args['layers'] == 10 and args['channels'] == 24
     card = (out / 'README.md').read_text()
     header = card.split('---')[1]
-    for needle in ('library_name: timm', 'license: apache-2.0', 'image-classification', 'binary-neural-network',
+    for needle in ('library_name: timm', 'image-classification', 'binary-neural-network',
                    '- cifar10', 'accuracy', 'value: 90.12'):
         assert needle in header, needle
+    # converted weights: the authors stated no licence, so none is claimed for them
+    assert 'license:' not in header and "No licence is stated for these weights (the BNAS authors' release" in card
     for needle in ("paper's convention", 'true (this network)', '| cifar10 | test |  | 90.12 |  | measured |',
                    '`bnas-validate`', '@article{kim2021bnasv2', 'Intended use', 'convert-official` from `bnas_mini.pt`'):
         assert needle in card, needle
@@ -394,7 +396,7 @@ def test_card_of_an_embedded_run(runs, tmp_path, capsys):
                  '--out', str(tmp_path / 'pub')]) == 0
     card, text = _load_card(tmp_path / 'pub')
     best = _best_epoch(run)
-    assert card.data.datasets == ['sklearn-digits']
+    assert card.data.datasets == ['sklearn-digits'] and card.data.license == 'apache-2.0'  # trained with bnas_zoo
     assert sorted((r.metric_name, r.metric_value) for r in card.data.eval_results) == [
         ('top-1 accuracy', best['eval_top1']), ('top-5 accuracy', best['eval_top5'])]
     for r in card.data.eval_results:
@@ -479,10 +481,11 @@ def test_converted_weights_reported_and_measured_results(mini_folder, tmp_path, 
     eval_file.write_text(json.dumps([
         dict(split='test', top1=94.1, reference='BNAS v2 paper, Table 5'),  # no command: reported
         dict(split='test', top1=93.9, top5=99.8, images=10000, command='bnas-validate --model local-dir:w')]))
-    assert main(['publish', str(src), '--repo-id', 'someone/bnas_mini.cifar10', '--dataset', 'cifar10',
-                 '--eval-results', str(eval_file), '--dry-run', '--out', str(tmp_path / 'pub')]) == 0
+    assert main(['publish', str(src), '--repo-id', 'someone/bnas_mini.cifar10', '--dataset-name', 'cifar10',
+                 '--eval-results', str(eval_file), '--dry-run', '--output', str(tmp_path / 'pub'),
+                 '--license', 'cc-by-4.0']) == 0
     card, text = _load_card(tmp_path / 'pub')
-    assert card.data.datasets == ['cifar10']
+    assert card.data.datasets == ['cifar10'] and card.data.license == 'cc-by-4.0'  # the licence the publisher gives
     got = sorted((r.metric_name, r.metric_value, r.dataset_split) for r in card.data.eval_results)
     assert got == [('top-1 accuracy', 93.9, 'test'), ('top-1 accuracy (reported)', 94.1, 'test'),
                    ('top-5 accuracy', 99.8, 'test')]
