@@ -266,10 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         'list', help='list the registered models, whether their weights are published, the bundled genotypes',
-        description='Print every registered model (paper name, genotype, cells, first-cell width C0, stem), its '
-                    'Hugging Face Hub repository and whether that repository holds weights: "published", "not '
-                    'published", or "unknown" when offline (HF_HUB_OFFLINE=1) or the Hub cannot be reached. '
-                    'Then the bundled genotypes.')
+        description='Print every registered model (paper name, genotype, cells, first-cell width C0, stem), where '
+                    'timm.create_model(NAME, pretrained=True) loads its weights from (a Hugging Face Hub repository '
+                    'at the revision this version of bnas_zoo pins, or the BNAS_ZOO_HUB_ORG mirror; "-" when no '
+                    'weights are published: nothing is downloaded then) and whether that repository holds them: '
+                    '"published", "not published", or "unknown" when offline (HF_HUB_OFFLINE=1) or the Hub cannot '
+                    'be reached. Then the bundled genotypes.')
     p.add_argument('--no-hub', action='store_true', help='do not ask the Hub whether the weights are published')
     p.set_defaults(func=cmd_list)
 
