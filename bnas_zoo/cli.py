@@ -231,13 +231,15 @@ def _add_custom_model_args(p: argparse.ArgumentParser, layers_alias: bool = True
     """The flags that build a bnas_custom model; ``layers_alias``: also accept the former ``--layers`` for
     ``--cells`` (hidden; not for bench, whose ``--layers`` is its per-layer report)."""
     p.add_argument('--genotype', help='bnas_custom: genotype JSON path or bundled name (bnas_cifar, bnas_imagenet)')
-    p.add_argument('--cells', dest='custom_layers', type=int, help='bnas_custom: number of cells (no default)')
+    p.add_argument('--cells', dest='custom_layers', type=int, metavar='N',
+                   help='bnas_custom: number of cells (no default)')
     if layers_alias:
         p.add_argument('--layers', dest='custom_layers', type=int, help=argparse.SUPPRESS)
-    p.add_argument('--channels', type=int, help='bnas_custom: first-cell width C0 (no default)')
+    p.add_argument('--channels', type=int, metavar='C0', help='bnas_custom: first-cell width C0 (no default)')
     p.add_argument('--stem', default='cifar', choices=['cifar', 'imagenet'],
                    help='bnas_custom: stem type (default: cifar)')
-    p.add_argument('--num-classes', type=int, help='bnas_custom: classes (default: 1000)')
+    p.add_argument('--num-classes', type=int, metavar='K',
+                   help='bnas_custom: classes (default: 10 with the CIFAR stem, 1000 with the ImageNet stem)')
 
 
 def _add_output(p: argparse.ArgumentParser, required: bool, **kwargs) -> None:
