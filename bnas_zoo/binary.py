@@ -196,6 +196,12 @@ class BinaryConv2d(nn.Conv2d):
         self.deployed = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deployed and self.training and self.weight.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError(
+                'this binary conv holds binarized weights from a 1-bit file (bnas_zoo.load_1bit): inference only. '
+                'Training would update them as float weights; train from the float weights instead '
+                "(model.safetensors: timm.create_model('local-dir:DIR' or 'hf-hub:ORG/NAME', pretrained=True)), "
+                'or freeze these convs (requires_grad_(False)) to train only the rest')
         if _portable(self.training):  # eval under export or tracing: standard operators only
             weight = xnor_weight_value(self.weight) if self.binary_weights and not self.deployed else self.weight
             x = torch.sign(x)

@@ -1,4 +1,4 @@
-"""A BNAS cell compiled from a :class:`~bnas_zoo.compiler.CellPlan` (spec §2).
+"""A BNAS cell compiled from a :class:`~bnas_zoo.compiler.CellPlan`.
 
 The forward pass reads only static ints, lists of ints and the ``ops`` ModuleDict (iterated in order), so
 TorchScript scripts it as eager PyTorch runs it: the plan is unrolled into those tables at construction.

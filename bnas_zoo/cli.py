@@ -11,17 +11,18 @@ from .errors import BnasError, run_cli
 EPILOG = """examples:
   bnas-zoo list
   bnas-zoo profile bnas_d                      # per-layer table and totals
-  bnas-zoo profile bnas_custom --genotype cell.json --layers 8 --channels 16 --stem cifar
-  bnas-zoo convert-official model_best.pth.tar --model bnas_d --out weights/bnas_d
-  bnas-zoo publish weights/bnas_d --repo-id my-org/bnas_d.in1k --dry-run --out publish/bnas_d
-  bnas-zoo bench bnas_d bnas_a --batch 1 8 --threads 1 2   # deployed (packed-bit) inference speed
-  bnas-zoo export local-dir:weights/bnas_d --format onnx --out bnas_d.onnx   # runs without bnas_zoo
+  bnas-zoo profile bnas_custom --genotype cell.json --cells 8 --channels 16 --stem cifar
+  bnas-zoo convert-official model_best.pth.tar --model bnas_d --output weights/bnas_d
+  bnas-zoo publish weights/bnas_d --repo-id my-org/bnas_d.in1k --dry-run --output publish/bnas_d
+  bnas-zoo bench bnas_d bnas_a --batch-size 1 8 --threads 1 2   # deployed (packed-bit) inference speed
+  bnas-zoo export local-dir:weights/bnas_d --format onnx --output bnas_d.onnx   # runs without bnas_zoo
   bnas-zoo draw bnas_cifar --output cells.svg  # the cells of a genotype or model as SVG or PNG
+  bnas-zoo timm validate.py --model bnas_mini ...   # one of timm's scripts, with the bnas models registered
   bnas-zoo demo                                # the main job on the embedded default
 """
 
 #: the help of the MODEL argument and of --input-size, shared by the subcommands that build a model
-MODEL_HELP = 'bnas_mini, bnas_a..bnas_h, bnas_custom, local-dir:PATH or hf-hub:ORG/NAME'
+MODEL_HELP = 'bnas_mini, bnas_a..bnas_h, bnas_d_grouped, bnas_custom, local-dir:PATH or hf-hub:ORG/NAME'
 INPUT_SIZE_HELP = "square input resolution (default: the model's)"
 
 
@@ -30,7 +31,7 @@ def _create(name: str, args: argparse.Namespace, pretrained: bool = False):
     kwargs = {'pretrained': True} if pretrained else {}
     if name == 'bnas_custom':
         if not (args.genotype and args.custom_layers and args.channels):
-            raise BnasError('bnas_custom needs --genotype, --layers (bench: --cells) and --channels (and --stem)')
+            raise BnasError('bnas_custom needs --genotype, --cells and --channels (and --stem)')
         kwargs.update(genotype=args.genotype, layers=args.custom_layers, channels=args.channels, stem=args.stem)
         if args.num_classes:
             kwargs['num_classes'] = args.num_classes
@@ -42,17 +43,25 @@ def _create(name: str, args: argparse.Namespace, pretrained: bool = False):
 
 def cmd_list(args: argparse.Namespace) -> int:
     from .genotype import list_genotypes
-    from .registry import VARIANTS, hub_repo_id
-    repos = {name: hub_repo_id(name) for name in VARIANTS}
+    from .registry import HUB_MIRROR, VARIANTS, pretrained_hub_id
+    sources = {name: pretrained_hub_id(name) for name in VARIANTS}
+    to_check = [s for s in sources.values() if s]  # only repositories that pretrained=True would load from
     if args.no_hub:
-        status = {r: 'not checked' for r in repos.values()}
+        status = {s: 'not checked' for s in to_check}
     else:
         from bnas_zoo.hub.status import weights_status
-        status = weights_status(repos.values())
-    print(f"{'model':<15} {'paper':<10} {'genotype':<14} {'layers':>6} {'C0':>4} {'stem':<9} {'hf_hub_id':<28} weights")
+        status = weights_status(to_check) if to_check else {}
+    print(f"{'model':<15} {'paper':<10} {'genotype':<14} {'cells':>5} {'C0':>4} {'stem':<9} "
+          f"{'pretrained=True loads':<30} weights")
     for name, v in VARIANTS.items():
-        print(f'{name:<15} {v.paper_name:<10} {v.genotype:<14} {v.layers:>6} {v.channels:>4} {v.stem:<9} '
-              f'{repos[name]:<28} {status[repos[name]]}')
+        source = sources[name]
+        print(f'{name:<15} {v.paper_name:<10} {v.genotype:<14} {v.layers:>5} {v.channels:>4} {v.stem:<9} '
+              f'{source or "-":<30} {status[source] if source else "not published"}')
+    if HUB_MIRROR:
+        print(f'pretrained weights come from the mirror BNAS_ZOO_HUB_ORG={HUB_MIRROR}')
+    elif not to_check:
+        print("no weights are published yet: pretrained=True on these names downloads nothing. Convert the "
+              "authors' checkpoints with `bnas-zoo convert-official`, or load published weights with hf-hub:ORG/NAME")
     print(f"bundled genotypes: {', '.join(list_genotypes())}")
     return 0
 
@@ -73,9 +82,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert_official
-    out = convert_official(args.checkpoint, args.model, args.out)
+    from .registry import VARIANTS
+    out = convert_official(args.checkpoint, args.model, args.output)
     print(f'wrote {out / "model.safetensors"} and {out / "config.json"}')
-    print(f'load with: timm.create_model("local-dir:{out}")  (after import bnas_zoo)')
+    if VARIANTS[args.model].stem == 'imagenet':
+        print("class order: the classifier's rows were moved from the release's order (its ImageNet folders renamed "
+              "0..999 and read by torchvision's ImageFolder, which sorts them as strings) to the standard ImageNet-1k "
+              "order (sorted synsets, as timm and a synset-named ImageFolder number them)")
+    else:
+        print("class order: kept (the release trained on torchvision's CIFAR10, the standard CIFAR-10 order: "
+              "airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck)")
+    print(f'load with: timm.create_model("local-dir:{out}", pretrained=True)  (after import bnas_zoo)')
     return 0
 
 
@@ -97,9 +114,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 recipe = f.read()
         except (OSError, UnicodeDecodeError) as e:
             raise BnasError(f'--recipe-file {args.recipe_file}: cannot read it ({e})') from None
-    result = publish(args.model_dir, args.repo_id, revision=args.revision, dry_run=args.dry_run, out=args.out,
+    result = publish(args.model_dir, args.repo_id, revision=args.revision, dry_run=args.dry_run, out=args.output,
                      eval_results=eval_results, recipe=recipe, private=args.private,
-                     commit_message=args.commit_message, license=args.license, dataset=args.dataset)
+                     commit_message=args.commit_message, license=args.license, dataset=args.dataset_name,
+                     use_ema=args.use_ema)
     if result.status == 'dry-run':
         print(f'dry run: wrote {", ".join(result.files)} to {result.folder} (nothing uploaded)')
         print(f'check it with: timm.create_model("local-dir:{result.folder}", pretrained=True)')
@@ -111,21 +129,37 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_model
+    from .export import export_model, preprocessing
     if args.input_size is not None and args.input_size < 1:
         raise BnasError(f'--input-size {args.input_size}: expected >= 1')
     hub_or_dir = args.model.startswith(('local-dir:', 'hf-hub:'))
+    if hub_or_dir and args.random_weights:
+        raise BnasError(f'--random-weights: {args.model} is exported with its own weights; give a registered name '
+                        f'(or bnas_custom) to export freshly initialised weights')
+    if not hub_or_dir and not (args.pretrained or args.random_weights):
+        raise BnasError(f'{args.model}: which weights? --pretrained (its published weights) or --random-weights '
+                        f'(freshly initialised, untrained: to try the export); or export trained weights with '
+                        f'local-dir:RUN or hf-hub:ORG/NAME')
     model = _create(args.model, args, pretrained=args.pretrained or hub_or_dir)
     size = (model.in_chans, args.input_size, args.input_size) if args.input_size else None
-    out = export_model(model, args.format, args.out, input_size=size, opset=args.opset)
-    weights = 'its weights' if args.pretrained or hub_or_dir else 'freshly initialised weights (no --pretrained)'
+    out = export_model(model, args.format, args.output, input_size=size, opset=args.opset)
+    weights = 'freshly initialised, untrained weights (--random-weights)' if args.random_weights else 'its weights'
     print(f'wrote {out} ({out.stat().st_size / 2**20:.1f} MiB; {args.model}, {weights}, eval mode)')
+    pre = preprocessing(model, size)
+    print(f"input preprocessing: RGB scaled to [0, 1], then per channel (x - mean) / std with mean "
+          f"{_floats(pre['mean'])}, std {_floats(pre['std'])}; input {'x'.join(map(str, pre['input_size']))} (C x H x W); "
+          f"evaluation resize: {pre['interpolation']}, crop_pct {pre['crop_pct']} (stored in the file: "
+          f"{'its metadata' if args.format == 'onnx' else 'preprocessing.json'})")
     load = {'onnx': f'onnxruntime.InferenceSession("{out}").run(None, {{"input": x}})',
             'pt2': f'torch.export.load("{out}").module()(x)',
             'torchscript': f'torch.jit.load("{out}")(x)'}[args.format]
     print(f'run it without bnas_zoo: {load}  (x: a float32 batch N x {model.in_chans} x H x W, '
           f'H and W as exported)')
     return 0
+
+
+def _floats(values) -> str:
+    return '(' + ', '.join(f'{v:.4g}' for v in values) + ')'
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -180,14 +214,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         model = _create(name, args).eval()
         fast = deploy(model)  # once per model, for every measurement
         size = (model.in_chans, args.input_size, args.input_size) if args.input_size else None
-        for batch in args.batch:
+        for batch in args.batch_size:
             for threads in args.threads:
                 rows.append(bench_model(model, name, batch=batch, threads=threads, repeats=args.repeats,
                                         input_size=size, fast=fast))
                 print(f'measured {name} batch {batch}, {threads} thread(s)', flush=True)
         if args.layers:
-            print(f'\n{name}: per binary layer, batch {args.batch[0]}, {args.threads[0]} thread(s)')
-            print(format_layer_benches(bench_layers(model, batch=args.batch[0], threads=args.threads[0],
+            print(f'\n{name}: per binary layer, batch {args.batch_size[0]}, {args.threads[0]} thread(s)')
+            print(format_layer_benches(bench_layers(model, batch=args.batch_size[0], threads=args.threads[0],
                                                     repeats=args.repeats, input_size=size, fast=fast)), flush=True)
     print()
     print(format_model_benches(rows))
@@ -218,14 +252,28 @@ def cmd_draw(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_custom_model_args(p: argparse.ArgumentParser, cells_flag: str) -> None:
-    """The flags that build a bnas_custom model (``cells_flag``: the number of cells, read as
-    ``args.custom_layers``)."""
-    p.add_argument('--genotype', help='bnas_custom: genotype JSON path or bundled name')
-    p.add_argument(cells_flag, dest='custom_layers', type=int, help='bnas_custom: number of cells')
-    p.add_argument('--channels', type=int, help='bnas_custom: first-cell width C0')
-    p.add_argument('--stem', default='cifar', choices=['cifar', 'imagenet'], help='bnas_custom: stem type')
-    p.add_argument('--num-classes', type=int, help='bnas_custom: classes')
+def _add_custom_model_args(p: argparse.ArgumentParser, layers_alias: bool = True) -> None:
+    """The flags that build a bnas_custom model; ``layers_alias``: also accept the former ``--layers`` for
+    ``--cells`` (hidden; not for bench, whose ``--layers`` is its per-layer report)."""
+    p.add_argument('--genotype', help='bnas_custom: genotype JSON path or bundled name (bnas_cifar, bnas_imagenet)')
+    p.add_argument('--cells', dest='custom_layers', type=int, metavar='N',
+                   help='bnas_custom: number of cells (no default)')
+    if layers_alias:
+        p.add_argument('--layers', dest='custom_layers', type=int, help=argparse.SUPPRESS)
+    p.add_argument('--channels', type=int, metavar='C0', help='bnas_custom: first-cell width C0 (no default)')
+    p.add_argument('--stem', default='cifar', choices=['cifar', 'imagenet'],
+                   help='bnas_custom: stem type (default: cifar)')
+    p.add_argument('--num-classes', type=int, metavar='K',
+                   help='bnas_custom: classes (default: 10 with the CIFAR stem, 1000 with the ImageNet stem)')
+
+
+def _add_output(p: argparse.ArgumentParser, required: bool, **kwargs) -> None:
+    """``--output`` (with the former ``--out`` as a hidden alias). argparse cannot require one of two spellings,
+    so a required one is checked after parsing (:func:`main`)."""
+    p.add_argument('--output', **kwargs)
+    p.add_argument('--out', dest='output', help=argparse.SUPPRESS)
+    if required:
+        p.set_defaults(_required_output=p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,10 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         'list', help='list the registered models, whether their weights are published, the bundled genotypes',
-        description='Print every registered model (paper name, genotype, cells, first-cell width C0, stem), its '
-                    'Hugging Face Hub repository and whether that repository holds weights: "published", "not '
-                    'published", or "unknown" when offline (HF_HUB_OFFLINE=1) or the Hub cannot be reached. '
-                    'Then the bundled genotypes.')
+        description='Print every registered model (paper name, genotype, cells, first-cell width C0, stem), where '
+                    'timm.create_model(NAME, pretrained=True) loads its weights from (a Hugging Face Hub repository '
+                    'at the revision this version of bnas_zoo pins, or the BNAS_ZOO_HUB_ORG mirror; "-" when no '
+                    'weights are published: nothing is downloaded then) and whether that repository holds them: '
+                    '"published", "not published", or "unknown" when offline (HF_HUB_OFFLINE=1) or the Hub cannot '
+                    'be reached. Then the bundled genotypes.')
     p.add_argument('--no-hub', action='store_true', help='do not ask the Hub whether the weights are published')
     p.set_defaults(func=cmd_list)
 
@@ -262,18 +312,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--input-size', type=int, help=INPUT_SIZE_HELP)
     p.add_argument('--summary', action='store_true', help='print only the totals')
     p.add_argument('--json', action='store_true', help='print the profile as JSON')
-    _add_custom_model_args(p, '--layers')
+    _add_custom_model_args(p)
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser(
         'convert-official', help="convert the BNAS authors' released checkpoint to safetensors + config.json",
         description="Read a checkpoint of the BNAS release (a pickled state dict, or a dict with 'state_dict') "
                     "with torch.load(weights_only=True), map every key to bnas_zoo's, and write "
-                    "OUT/model.safetensors and OUT/config.json (load with timm.create_model('local-dir:OUT')). "
-                    "Missing, unexpected or wrong-shaped keys are refused with their list.")
+                    "OUTPUT/model.safetensors and OUTPUT/config.json (load with "
+                    "timm.create_model('local-dir:OUTPUT', pretrained=True)). Missing, unexpected or wrong-shaped "
+                    "keys are refused with their list. The ImageNet networks' classifier is moved from the "
+                    "release's class order (folders renamed 0..999, sorted as strings by torchvision's "
+                    "ImageFolder) to the standard ImageNet-1k order (sorted synsets); BNAS-A keeps torchvision's "
+                    "CIFAR-10 order, the standard one.")
     p.add_argument('checkpoint', help='the release checkpoint (.pt / .pth.tar)')
-    p.add_argument('--model', required=True, help='the network it belongs to: bnas_mini, bnas_a..bnas_h')
-    p.add_argument('--out', required=True, help='output folder')
+    p.add_argument('--model', required=True,
+                   help='the network it belongs to: bnas_a or bnas_d..bnas_h (released), or bnas_mini, bnas_b, bnas_c')
+    _add_output(p, True, help='output folder (created; required)')
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser(
@@ -284,28 +339,34 @@ def build_parser() -> argparse.ArgumentParser:
                     'with the genotype) and README.md (model card). The card states only what is known: a '
                     'bnas-train run folder brings its dataset, class count, recipe, command and the measured '
                     'accuracy of its best epoch (summary.json); otherwise the dataset and results are what '
-                    '--dataset and --eval-results state, and are left out when not given. The repository is '
+                    '--dataset-name and --eval-results state, and are left out when not given. The repository is '
                     'created if needed; publishing identical files again uploads nothing. The token comes from '
-                    'huggingface_hub (HF_TOKEN or `huggingface-cli login`) and is never printed.')
+                    'huggingface_hub (HF_TOKEN or `hf auth login`) and is never printed.')
     p.add_argument('model_dir', help='folder with model.safetensors and config.json')
     p.add_argument('--repo-id', required=True, help='ORG/NAME on the Hub')
     p.add_argument('--revision', help='branch to publish to (created if needed; default: main)')
-    p.add_argument('--dry-run', action='store_true', help='write the folder to --out, upload nothing')
-    p.add_argument('--out', help='with --dry-run: where to write the folder (also a copy of what is uploaded)')
-    p.add_argument('--dataset', metavar='NAME',
+    p.add_argument('--dry-run', action='store_true', help='write the folder to --output, upload nothing')
+    _add_output(p, False, help='the folder to write (required with --dry-run; otherwise a copy of what is uploaded)')
+    p.add_argument('--use-ema', action='store_true',
+                   help="publish the run folder's EMA weights (checkpoint_ema.safetensors, written by bnas-train "
+                        "--model-ema: the average at the last checkpointed epoch) instead of its best model.safetensors")
+    p.add_argument('--dataset-name', metavar='NAME',
                    help='the dataset the weights were trained on, e.g. a Hub dataset id such as cifar10 or '
                         'imagenet-1k (default: the one a bnas-train run recorded; none otherwise)')
+    p.add_argument('--dataset', dest='dataset_name', help=argparse.SUPPRESS)
     p.add_argument('--eval-results', metavar='JSON',
                    help='evaluation results for the card, replacing those of a run folder: a JSON object or list '
                         'of objects with "top1", "top5" (percent), "dataset" (default: --dataset), "split", '
                         '"images", "command" (how they were measured) and "source": "measured" (needs "command") '
                         'or "reported" (a figure of the paper or the authors, with an optional "reference"; '
-                        'the default without "command")')
+                        'the default without "command"). Default: the results a bnas-train run recorded; none otherwise')
     p.add_argument('--recipe', help="one paragraph on how the weights were trained (for the card; shown before a "
-                                    "run's recipe table)")
+                                    "run's recipe table; default: none)")
     p.add_argument('--recipe-file', help='the same, from a file')
-    p.add_argument('--license', default='apache-2.0', help='license of the weights (default: apache-2.0)')
-    p.add_argument('--private', action='store_true', help='create the repository private')
+    p.add_argument('--license', help="licence of the weights, a Hub licence id (default: apache-2.0 for weights "
+                                     "trained with bnas_zoo; none for weights converted with convert-official, "
+                                     "since the BNAS authors state no licence for theirs)")
+    p.add_argument('--private', action='store_true', help='create the repository private (default: public)')
     p.add_argument('--commit-message', help='default: "Upload MODEL weights from DIR (bnas_zoo)"')
     p.set_defaults(func=cmd_publish)
 
@@ -318,12 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "conv's effective GOPS and torch's best float conv of the same shape.")
     p.add_argument('models', nargs='+', metavar='MODEL',
                    help=MODEL_HELP)
-    p.add_argument('--batch', type=int, nargs='+', default=[1], help='batch sizes (default: 1)')
+    p.add_argument('--batch-size', '-b', type=int, nargs='+', default=[1], help='batch sizes (default: 1)')
+    p.add_argument('--batch', dest='batch_size', type=int, nargs='+', help=argparse.SUPPRESS)
     p.add_argument('--threads', type=int, nargs='+', default=[2], help='torch intra-op threads (default: 2)')
     p.add_argument('--repeats', type=int, default=10, help='timed runs per measurement (default: 10)')
     p.add_argument('--layers', action='store_true', help='also print the per-layer table (first batch and thread count)')
     p.add_argument('--input-size', type=int, help=INPUT_SIZE_HELP)
-    _add_custom_model_args(p, '--cells')
+    _add_custom_model_args(p, layers_alias=False)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
@@ -333,17 +395,22 @@ def build_parser() -> argparse.ArgumentParser:
                     'onnxruntime (or any ONNX runtime; needs pip install "bnas_zoo[onnx]" to export), .pt2 with '
                     'torch.export.load(FILE).module(), TorchScript (traced) with torch.jit.load(FILE). The batch '
                     'dimension is dynamic; the resolution is fixed at --input-size. local-dir: and hf-hub: models '
-                    'are exported with their weights; a registered name with --pretrained only.')
+                    'are exported with their weights; a registered name needs --pretrained (its published weights) '
+                    'or --random-weights (freshly initialised). The file holds float weights (sign * scale), not '
+                    '1-bit ones; the input normalisation (mean, std, size) is printed and stored in the file.')
     p.add_argument('model', help=MODEL_HELP)
     p.add_argument('--format', required=True, choices=['onnx', 'pt2', 'torchscript'],
                    help='onnx (torch.onnx dynamo exporter, weights inside the file), pt2 (torch.export.save) or torchscript '
                         '(torch.jit.trace + save)')
-    p.add_argument('--out', required=True, metavar='FILE', help='the file to write (its folder is created)')
+    _add_output(p, True, metavar='FILE', help='the file to write (its folder is created; required)')
     p.add_argument('--input-size', type=int, help=INPUT_SIZE_HELP)
-    p.add_argument('--pretrained', action='store_true',
-                   help="a registered name: load its pretrained weights from the Hub (default: fresh weights)")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument('--pretrained', action='store_true',
+                         help='a registered name: export its published pretrained weights')
+    weights.add_argument('--random-weights', action='store_true',
+                         help='a registered name or bnas_custom: export freshly initialised, untrained weights')
     p.add_argument('--opset', type=int, default=18, help='ONNX opset (default: 18)')
-    _add_custom_model_args(p, '--layers')
+    _add_custom_model_args(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -373,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--height', type=int, metavar='PX', help='height in pixels; with --width the drawing is fitted '
                                                              'and centred')
     p.add_argument('--search', metavar='FOLDER', help='the output folder of a finished or interrupted bnas-search')
-    _add_custom_model_args(p, '--cells')
+    _add_custom_model_args(p, layers_alias=False)
     p.set_defaults(func=cmd_draw)
 
     p = sub.add_parser(
@@ -397,10 +464,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ['timm'] and argv[1:2] not in (['-h'], ['--help']):  # every later argument is the script's
-        from .timm_script import main as timm_main
-        return timm_main(argv[1:])
+    # bnas-zoo [--debug] timm [--debug] SCRIPT ARGS...: every argument after SCRIPT is the script's own
+    lead = 0
+    while argv[lead:lead + 1] == ['--debug']:
+        lead += 1
+    if argv[lead:lead + 1] == ['timm']:
+        rest = argv[lead + 1:]
+        debug = lead > 0 or rest[:1] == ['--debug']
+        rest = rest[1:] if rest[:1] == ['--debug'] else rest
+        if rest and rest[0] not in ('-h', '--help'):
+            from .timm_script import main as timm_main
+            return timm_main(rest, debug=debug)
     args = build_parser().parse_args(argv)
+    required = getattr(args, '_required_output', None)
+    if required is not None and args.output is None:
+        required.error('the following arguments are required: --output')
     return run_cli('bnas-zoo', lambda: _run(args), args.debug)
 
 

@@ -126,7 +126,7 @@ def release_conv_slots(edges: Sequence[Edge]) -> List[str]:
     """The binary convolutions of a cell as the release registers them (our names, release order).
 
     The release builds every edge and both preprocessings whether used or not. Its weight binarizer
-    skips the last two of these in the network's last cell (spec §3), whatever they are.
+    skips the last two of these in the network's last cell, whatever they are.
     """
     slots = ['preprocess0', 'preprocess1']
     slots += [f'ops.{k}' for k, (op, _) in enumerate(edges) if op in CONV_OPS]

@@ -1,10 +1,21 @@
-"""Conversion of the BNAS authors' released checkpoints (spec §6) to bnas_zoo safetensors folders.
+"""Conversion of the BNAS authors' released checkpoints to bnas_zoo safetensors folders.
 
 Both release formats are read with ``torch.load(..., weights_only=True)`` (never full unpickling): a bare
 state dict (CIFAR, BNAS-A) or a dict holding ``state_dict`` (ImageNet, BNAS-D..H). Keys lose their
 ``module.`` prefix and are renamed to ours; only keys of modules bnas_zoo does not build (e.g. the unused
 input-1 preprocessing of the CIFAR reduction cells) are dropped; anything else that does not fit is refused
 with the list of offending keys.
+
+Class order. The release trained and evaluated its ImageNet networks on folders renamed by its
+``prepare_imgnet.py``: each synset folder becomes ``str(i)``, i the synset's line in its
+``synset_to_label.txt`` (the 1000 synsets sorted, i.e. the standard ImageNet-1k order), and
+``torchvision.datasets.ImageFolder`` then numbers the classes in the *string* order of those names ("0", "1",
+"10", "100", ...). Output k of a released BNAS-D..H is therefore the class of the k-th name in that string
+order, not synset k. :func:`convert_official` permutes the classifier's rows and bias to the standard order
+(output j = the j-th synset in sorted order, as timm's ImageNet models and a synset-named ImageFolder number
+them); see :func:`release_imagenet_class_order`. The CIFAR network (BNAS-A) was trained on torchvision's
+``CIFAR10``, whose labels are the standard CIFAR-10 order (airplane, automobile, bird, cat, deer, dog, frog,
+horse, ship, truck; also the sorted order of those names): its classifier is kept as it is.
 """
 from __future__ import annotations
 
@@ -23,7 +34,7 @@ from .network import BNASNet
 from .registry import check_weights
 
 __all__ = ['release_key_to_ours', 'load_release_checkpoint', 'convert_release_state_dict', 'convert_official',
-           'guess_release_variant']
+           'guess_release_variant', 'release_imagenet_class_order', 'to_standard_class_order']
 
 _RULES: List[Tuple[re.Pattern, str]] = [(re.compile(p), r) for p, r in [
     (r'^stem\.op\.0\.', 'stem.conv.'),
@@ -155,9 +166,41 @@ def convert_release_state_dict(
     return out, dropped
 
 
+def release_imagenet_class_order(num_classes: int = 1000) -> List[int]:
+    """The standard class index of each output of a released ImageNet network.
+
+    The release's ``prepare_imgnet.py`` names the folder of standard class i ``str(i)``, and torchvision's
+    ``ImageFolder`` numbers folders in string order, so output k of the released network is standard class
+    ``release_imagenet_class_order()[k]``: ``[0, 1, 10, 100, 101, ..., 109, 11, 110, ...]``.
+    """
+    return sorted(range(num_classes), key=str)
+
+
+def to_standard_class_order(state_dict: Dict[str, torch.Tensor], num_classes: int = 1000,
+                            classifier: str = 'classifier') -> Dict[str, torch.Tensor]:
+    """``state_dict`` with its classifier's rows (weight and bias) moved from the release's ImageNet output
+    order to the standard one: row j of the result is the released row of standard class j."""
+    order = torch.tensor(release_imagenet_class_order(num_classes))
+    rows = torch.argsort(order)  # rows[j]: the released output of standard class j
+    out = dict(state_dict)
+    for key in (f'{classifier}.weight', f'{classifier}.bias'):
+        if key in out:
+            if out[key].shape[0] != num_classes:
+                raise CheckpointError(f'{key}: {out[key].shape[0]} outputs; expected the {num_classes} ImageNet classes')
+            out[key] = out[key][rows].contiguous()
+    return out
+
+
 def convert_official(checkpoint: Union[str, Path], model_name: str, out_dir: Union[str, Path]) -> Path:
-    """Convert a release checkpoint of ``model_name`` (e.g. ``bnas_d``) to ``out_dir/model.safetensors`` and
-    ``out_dir/config.json`` (timm's format: loadable with ``local-dir:out_dir``)."""
+    """Convert a release checkpoint of ``model_name`` (``bnas_a``, ``bnas_d`` .. ``bnas_h``, or the release
+    layouts of ``bnas_mini``, ``bnas_b``, ``bnas_c``) to ``out_dir/model.safetensors`` and
+    ``out_dir/config.json`` (timm's format: ``timm.create_model('local-dir:OUT', pretrained=True)``).
+
+    ImageNet networks get their classifier permuted from the release's class order to the standard ImageNet-1k
+    order (see the module documentation); CIFAR networks keep torchvision's CIFAR-10 order, which is the
+    standard one. A checkpoint that does not fit is refused (:class:`CheckpointError`) and nothing is written.
+    Returns the output folder.
+    """
     import timm
     from timm.models import save_for_hf
 
@@ -167,8 +210,10 @@ def convert_official(checkpoint: Union[str, Path], model_name: str, out_dir: Uni
     release = load_release_checkpoint(checkpoint)
     model = timm.create_model(model_name)
     state_dict, _ = convert_release_state_dict(release, model, str(checkpoint), model_name)
+    if model.stem_type == 'imagenet':
+        state_dict = to_standard_class_order(state_dict, model.num_classes)
     model.load_state_dict(state_dict, strict=True)
-    out_dir = output_folder(out_dir, '--out')  # only once the conversion succeeded: a refusal writes nothing
+    out_dir = output_folder(out_dir, '--output')  # only once the conversion succeeded: a refusal writes nothing
     # the provenance, for the model card: these weights were trained by others, not by bnas_zoo
     save_for_hf(model, str(out_dir), model_config=dict(bnas_converted_from=Path(checkpoint).name),
                 safe_serialization=True)

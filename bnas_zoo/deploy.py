@@ -444,13 +444,26 @@ def resident_weight_bytes(module: nn.Module) -> int:
 
 
 def deploy(model: nn.Module) -> DeployedBNASNet:
-    """The inference-only, packed-bit form of a bnas model (registered, ``bnas_custom``, ``fully_binary``,
-    ``local-dir:`` / ``hf-hub:`` / 1-bit loaded): same outputs as ``model.eval()``, much faster on CPUs.
+    """The inference-only, packed-bit form of a bnas model: same outputs as ``model.eval()``, much faster on CPUs.
 
-    The deployed network holds its binary weights as packed bits (never as float) and is inference-only::
+    Args:
+        model: a bnas network (a registered name, ``bnas_custom``, ``fully_binary``, or loaded from
+            ``local-dir:``, ``hf-hub:`` or a 1-bit file) on the CPU, holding the weights to deploy (trained or
+            converted: freshly initialised weights deploy too, but compute nothing useful). It is not changed.
+            An already deployed network is returned as it is.
 
-        fast = bnas_zoo.deploy(timm.create_model('bnas_d', pretrained=True))
+    Returns a module for inference only (its parameters need no gradients, it cannot be trained): a float32
+    ``(N, in_chans, H, W)`` batch on the CPU in, H and W multiples of the stem's (4 for CIFAR, 32 for ImageNet),
+    logits out, as ``model.eval()`` gives them. The binary weights stay packed (1 bit each plus one float scale
+    per output channel), never expanded to float. The binary convolutions run on C++ kernels chosen at run time
+    for the CPU (x86-64: AVX-512 with VPOPCNTDQ, AVX-512, AVX2; portable code elsewhere), compiled on first use
+    with a C++ compiler and ninja; without them a pure-PyTorch reference gives the same outputs slowly
+    (``bnas_zoo.kernels.backend()`` says which runs). No GPU path: on a GPU run ``model.eval()`` itself::
+
+        fast = bnas_zoo.deploy(timm.create_model('local-dir:weights/bnas_d', pretrained=True))
         logits = fast(images)
+
+    Raises :class:`~bnas_zoo.errors.ModelConfigError` for a model that is not a bnas network.
     """
     if isinstance(model, DeployedBNASNet):
         return model

@@ -1,4 +1,4 @@
-"""BNAS networks (spec §4): a stem, a stack of compiled cells, global pooling and a classifier.
+"""BNAS networks: a stem, a stack of compiled cells, global pooling and a classifier.
 
 :class:`BNASNet` is a first-class timm model: ``forward_features``, ``forward_head(pre_logits=)``,
 ``reset_classifier``, ``forward_intermediates``, ``prune_intermediate_layers``, grad checkpointing,
@@ -94,7 +94,7 @@ class BNASNet(nn.Module):
         num_classes, in_chans, global_pool, drop_rate: as every timm model.
         drop_path_rate: drop-path probability of each edge output (training only).
         fully_binary: binarize also the two convolutions of the last cell that the release keeps in full
-            precision (spec §3). The default, False, is the released network.
+            precision. The default, False, is the released network.
         inter_cell_skip: add the inter-cell skip connections (the BNAS template); False for ablations.
         stem_groups: group count of the full-precision stem convolutions after the first (ImageNet stem:
             ``stem0.conv2`` and ``stem1.conv``; the first reads the image's channels). 1 is the release.

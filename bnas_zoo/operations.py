@@ -1,4 +1,4 @@
-"""The operations of the BNAS search space (spec §2), built from their genotype names."""
+"""The operations of the BNAS search space, built from their genotype names."""
 from __future__ import annotations
 
 from typing import Callable, Dict, Optional

@@ -109,9 +109,33 @@ def theoretical_1bit_bytes(model: torch.nn.Module) -> int:
     return int(round(total))
 
 
+def model_config(model: torch.nn.Module) -> Dict[str, Any]:
+    """timm's config.json content for a bnas network (architecture, num_classes, model_args with the genotype
+    itself, pretrained_cfg), as ``timm.models.save_for_hf`` writes it: what rebuilds the network."""
+    import tempfile
+
+    from timm.models._hub import save_config_for_hf
+    if not callable(getattr(model, 'architecture_args', None)) or not getattr(model, 'pretrained_cfg', None):
+        raise BnasError(f'save_1bit: the model ({type(model).__name__}) is not a bnas network created with timm; '
+                        f"give its config (timm's config.json content) as config=")
+    with tempfile.TemporaryDirectory(prefix='bnas_config_') as tmp:
+        path = Path(tmp) / 'config.json'
+        save_config_for_hf(model, str(path), model_args=model.architecture_args())
+        return json.loads(path.read_text())
+
+
 def save_1bit(model: torch.nn.Module, path: Union[str, Path], config: Optional[Dict[str, Any]] = None) -> Path:
-    """Write ``model``'s exact 1-bit file. ``config`` is timm's config.json content (needed to rebuild)."""
+    """Write ``model``'s exact 1-bit file to ``path`` (safetensors, written atomically) and return the path.
+
+    Every binary convolution is stored as packed sign bits plus one fp32 scale per output channel, everything
+    else as it is (see the module documentation). ``config``: timm's config.json content, which the file carries
+    so that :func:`load_1bit` rebuilds the network from it alone; default: the model's own (its architecture
+    and arguments, the genotype included). Works on any bnas model on any device; nothing is changed in it.
+    """
+    if config is None:
+        config = model_config(model)
     tensors, shapes = pack_state_dict(model)
+    tensors = {k: v.cpu() for k, v in tensors.items()}
     # one metadata entry: safetensors writes several in no fixed order, and the file must be reproducible
     info = {'format': FORMAT, 'binary_shapes': shapes, 'config': config}
     metadata = {METADATA_KEY: json.dumps(info, sort_keys=True)}
@@ -189,10 +213,22 @@ def read_1bit(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str
 
 
 def load_1bit(path: Union[str, Path], deploy: bool = False, **create_kwargs) -> torch.nn.Module:
-    """Rebuild a model from its 1-bit file alone; binary convs hold their exact binarized weights.
+    """Rebuild a model from its 1-bit file alone, for inference only.
 
-    ``deploy=True`` returns the fast inference-only network of :func:`bnas_zoo.deploy` instead, built straight
-    from the packed bits (the binary weights are never expanded to float).
+    Args:
+        path: a file written by :func:`save_1bit` or published as ``model-1bit.safetensors``; it is validated
+            first (:func:`read_1bit`) and never unpickled.
+        deploy: ``False`` (default): the timm model on the CPU, its binary convs holding their exact binarized
+            weights (``sign * alpha``; outputs identical to the source model in eval mode). ``True``: the fast
+            packed-bit network of :func:`bnas_zoo.deploy`, built straight from the bits (never expanded to
+            float; CPU only, x86-64 kernels with a portable fallback).
+        create_kwargs: passed to ``timm.create_model`` with the file's own arguments (e.g. ``drop_rate``).
+
+    Inference only: the file holds the binarized weights, not the latent float weights that training updates,
+    so the binary convs refuse a training forward pass with gradients (an error, rather than silently training
+    them as float convs). To train or fine-tune, load the float weights (``model.safetensors`` through
+    ``local-dir:`` or ``hf-hub:``). Raises :class:`~bnas_zoo.errors.CheckpointError` for a file that is not a
+    valid 1-bit file of a bnas network.
     """
     import timm
 
@@ -225,7 +261,7 @@ def load_1bit(path: Union[str, Path], deploy: bool = False, **create_kwargs) -> 
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f'{path}: does not fit {config["architecture"]}: {str(e).splitlines()[0]}') from None
-    return model
+    return model.eval()
 
 
 def _check_fits(path: Path, model: torch.nn.Module, tensors: Dict[str, torch.Tensor], shapes: Dict[str, list],

@@ -117,7 +117,19 @@ def _state_numel(m: nn.Module) -> int:
 
 @torch.no_grad()
 def profile_model(model: nn.Module, input_size: Optional[Sequence[int]] = None, name: Optional[str] = None) -> ModelProfile:
-    """Profile ``model`` on one input of ``input_size`` (C, H, W; default: its pretrained cfg's)."""
+    """The cost profile of ``model``: per layer and in total, parameters at 1 and 32 bits, memory, binary and
+    full-precision multiply-adds and FLOPs (FP MACs + binary MACs / 64), for the network as it runs (``.true``)
+    and in the paper's convention (``.paper``: every convolution but the stem binary).
+
+    Args:
+        model: a bnas network (any ``torch.nn.Module`` is counted, with its ``BinaryConv2d`` layers as binary),
+            on any device; it runs one forward pass in eval mode and is left in the mode it was given in.
+        input_size: (C, H, W) of that pass; default the model's pretrained config's (3x224x224 without one).
+        name: the name shown in the printed profile (default: the architecture's).
+
+    The counts come from ``torch.utils.flop_counter`` on a batch of one; the speed-up is a cost model (all MACs /
+    FLOPs), not a measurement (``bnas-zoo bench`` measures). Returns a :class:`ModelProfile`.
+    """
     cfg = getattr(model, 'pretrained_cfg', {}) or {}
     input_size = tuple(input_size or cfg.get('input_size') or (3, 224, 224))
     name = name or cfg.get('architecture') or type(model).__name__
@@ -130,7 +142,7 @@ def profile_model(model: nn.Module, input_size: Optional[Sequence[int]] = None, 
     prefix = type(model).__name__ + '.'
     try:
         with FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *input_size))
+            model(torch.zeros(1, *input_size, device=next(model.parameters(), torch.zeros(())).device))
     finally:
         for h in handles:
             h.remove()

@@ -1,9 +1,16 @@
 """The bnas_zoo variants, their pretrained configs, and their registration in timm.
 
 ``import bnas_zoo`` registers ``bnas_mini``, ``bnas_a`` .. ``bnas_c`` (CIFAR-10, 32x32), ``bnas_d`` ..
-``bnas_h`` (ImageNet, 224x224) and ``bnas_custom`` (any genotype). Pretrained weights are looked up on the
-Hugging Face Hub under ``{HUB_ORG}/{variant}.{tag}``; the organisation defaults to ``bnas-zoo`` and is
-overridden by the environment variable ``BNAS_ZOO_HUB_ORG`` (read at import time).
+``bnas_h`` and ``bnas_d_grouped`` (ImageNet, 224x224) and ``bnas_custom`` (any genotype).
+
+Pretrained weights. ``pretrained=True`` on a registered name downloads only weights that this version of
+bnas_zoo pins: the repository ``bnas-zoo/{variant}.{tag}`` on the Hugging Face Hub *at the commit* listed in
+:data:`PUBLISHED_REVISIONS`, so that nobody who later controls that name can change what users load. No weights
+are published yet, so the table is empty, ``timm.list_pretrained('bnas*')`` lists nothing, and
+``pretrained=True`` on a registered name is a :class:`~bnas_zoo.errors.CheckpointError` raised before any
+network request. A mirror is the user's own choice: with the environment variable ``BNAS_ZOO_HUB_ORG=ORG``
+(read at import time) every variant loads ``ORG/{variant}.{tag}`` (its main branch). ``hf-hub:ORG/NAME[@REV]``
+and ``local-dir:PATH`` load any published or local weights, and ``pretrained_cfg_overlay=dict(file=...)`` a file.
 """
 from __future__ import annotations
 
@@ -26,11 +33,20 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from .errors import BnasError, CheckpointError, ModelConfigError, first_line
 from .network import BNASNet
 
-__all__ = ['HUB_ORG', 'VARIANTS', 'Variant', 'CIFAR10_MEAN', 'CIFAR10_STD', 'hub_repo_id', 'checkpoint_filter_fn',
-           'read_weights',
+__all__ = ['HUB_ORG', 'DEFAULT_HUB_ORG', 'HUB_MIRROR', 'PUBLISHED_REVISIONS', 'VARIANTS', 'Variant', 'CIFAR10_MEAN',
+           'CIFAR10_STD', 'hub_repo_id', 'pretrained_hub_id', 'checkpoint_filter_fn', 'read_weights',
            'MODEL_ARGS', 'check_model_config', 'read_model_folder', 'check_weights']
 
-HUB_ORG = os.environ.get('BNAS_ZOO_HUB_ORG', 'bnas-zoo')
+#: the Hugging Face Hub organisation of bnas_zoo's own weights
+DEFAULT_HUB_ORG = 'bnas-zoo'
+#: a mirror organisation chosen by the user (environment variable BNAS_ZOO_HUB_ORG, read at import), or None
+HUB_MIRROR = os.environ.get('BNAS_ZOO_HUB_ORG') or None
+#: the organisation the registered names refer to: the mirror, else bnas_zoo's own
+HUB_ORG = HUB_MIRROR or DEFAULT_HUB_ORG
+#: variant -> the commit (40 hex digits) of ``bnas-zoo/{variant}.{tag}`` that holds its published weights.
+#: ``pretrained=True`` on a registered name downloads exactly that revision, and only variants listed here have
+#: pretrained weights. Empty: no weights are published yet.
+PUBLISHED_REVISIONS: Dict[str, str] = {}
 
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
@@ -55,7 +71,7 @@ class Variant:
         return args
 
 
-#: spec §4, paper Table 5
+#: the paper's networks (Table 5) and our reconstruction of BNAS-D-dagger
 VARIANTS: Dict[str, Variant] = {
     'bnas_mini': Variant('bnas_cifar', 10, 24, 'cifar', 'cifar10', 'BNAS-Mini'),
     'bnas_a': Variant('bnas_cifar', 20, 36, 'cifar', 'cifar10', 'BNAS-A'),
@@ -73,8 +89,19 @@ VARIANTS: Dict[str, Variant] = {
 
 
 def hub_repo_id(variant: str, org: Optional[str] = None) -> str:
+    """The Hub repository named for ``variant``: ``{org}/{variant}.{tag}`` (default org: :data:`HUB_ORG`)."""
     v = VARIANTS[variant]
     return f'{org or HUB_ORG}/{variant}.{v.tag}'
+
+
+def pretrained_hub_id(variant: str) -> Optional[str]:
+    """Where ``pretrained=True`` loads ``variant``'s weights from: ``ORG/NAME`` of the user's mirror
+    (``BNAS_ZOO_HUB_ORG``), ``bnas-zoo/NAME@COMMIT`` once bnas_zoo's weights are published and pinned in
+    :data:`PUBLISHED_REVISIONS`, else ``None`` (no pretrained weights: nothing is downloaded)."""
+    if HUB_MIRROR:
+        return hub_repo_id(variant, HUB_MIRROR)
+    revision = PUBLISHED_REVISIONS.get(variant)
+    return f'{hub_repo_id(variant, DEFAULT_HUB_ORG)}@{revision}' if revision else None
 
 
 _CIFAR_DATA = dict(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0, interpolation='bilinear',
@@ -88,10 +115,9 @@ def _cfg(variant: str, **kwargs) -> Dict[str, Any]:
     v = VARIANTS[variant]
     data = _CIFAR_DATA if v.stem == 'cifar' else _IMAGENET_DATA
     return dict(
-        hf_hub_id=hub_repo_id(variant),
+        hf_hub_id=pretrained_hub_id(variant),  # None: no pretrained weights (timm lists none)
         fixed_input_size=False,
         classifier='classifier',
-        license='apache-2.0',
         paper_ids='arXiv:2110.08562',
         paper_name='BNAS v2: Learning Architectures for Binary Networks with Empirical Improvements',
         **data,
@@ -168,9 +194,14 @@ def read_weights(path: str, source: Optional[str] = None, use_ema: bool = False)
             raise CheckpointError(f'{source}: not a readable torch checkpoint ({first_line(e)})') from None
         return _unwrap_state_dict(obj, source, use_ema)
     try:
-        return load_file(path)
+        tensors = load_file(path)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f'{source}: neither a safetensors file nor a torch checkpoint ({e})') from None
+    if use_ema:
+        raise CheckpointError(f"{source}: a safetensors file holds one set of weights, no separate EMA weights; "
+                              f"give it without --use-ema (EMA weights are in a training checkpoint's "
+                              f"'state_dict_ema', or a run folder's checkpoint_ema.safetensors)")
+    return tensors
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: BNASNet) -> Dict[str, torch.Tensor]:
@@ -180,7 +211,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: BNASNet) ->
     if any(k.startswith('module.') or '._ops.' in k for k in state_dict):
         raise CheckpointError(
             "these are the BNAS authors' raw weights (keys 'module.*' / '_ops'); convert them first with "
-            "`bnas-zoo convert-official CKPT --model NAME --out DIR`")
+            "`bnas-zoo convert-official CKPT --model NAME --output DIR`")
     check_weights(state_dict, model.state_dict())
     state_dict = dict(state_dict)
     _adapt_stem_bn(state_dict, model)
@@ -221,6 +252,8 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> BNASNet:
         if model_args.get('stem', 'cifar') == 'cifar' and not model_args.get('pretrained_cfg'):
             overlay = dict(_CIFAR_DATA, **(model_args.pop('pretrained_cfg_overlay', None) or {}))
             model_args['pretrained_cfg_overlay'] = overlay
+    if pretrained and not _has_weights(base, model_args):  # refused before any network request
+        raise CheckpointError(_no_pretrained_weights(variant, base))
     try:
         return build_model_with_cfg(
             BNASNet, variant, pretrained,
@@ -249,17 +282,37 @@ _HUB_MISSES = (hf_errors.EntryNotFoundError, hf_errors.RepositoryNotFoundError, 
                hf_errors.HfHubHTTPError, hf_errors.OfflineModeIsEnabled)
 
 
+def _has_weights(base: str, model_args: Dict[str, Any]) -> bool:
+    """Whether the pretrained config that timm will resolve names a weight source (file, URL or Hub id)."""
+    from timm.models._builder import resolve_pretrained_cfg
+    cfg = resolve_pretrained_cfg(base, pretrained_cfg=model_args.get('pretrained_cfg'),
+                                 pretrained_cfg_overlay=model_args.get('pretrained_cfg_overlay'))
+    return bool(cfg.has_weights)
+
+
+def _alternatives(name: str) -> str:
+    return (f"Alternatives: convert the BNAS authors' released checkpoint (`bnas-zoo convert-official CKPT --model "
+            f"{name} --output DIR`, then timm.create_model('local-dir:DIR', pretrained=True)), load published weights "
+            f"with timm.create_model('hf-hub:ORG/NAME', pretrained=True), train your own (`bnas-train --model {name} "
+            f"...`), or create the model without pretrained=True.")
+
+
+def _no_pretrained_weights(variant: str, base: str) -> str:
+    name = base if base in VARIANTS else 'NAME'
+    if base not in VARIANTS:
+        return f'{variant}: has no pretrained weights of its own (nothing was downloaded). {_alternatives(name)}'
+    return (f"{variant}: no pretrained weights are published for it yet, so nothing was downloaded (this version of "
+            f"bnas_zoo loads its own weights only from a pinned revision of {hub_repo_id(base, DEFAULT_HUB_ORG)}; "
+            f"`bnas-zoo list` shows which are; BNAS_ZOO_HUB_ORG=ORG loads them from a mirror). {_alternatives(name)}")
+
+
 def _weights_unavailable(variant: str, base: str, model_args: Dict[str, Any], e: BaseException) -> str:
     source = _weights_source(model_args)
     if source == 'the pretrained config' and base in VARIANTS:
-        source = f'hf_hub_id {hub_repo_id(base)}'
+        source = f'hf_hub_id {pretrained_hub_id(base)}'
     name = base if base in VARIANTS else 'NAME'
     return (f'{variant}: no pretrained weights could be had from {source}: the Hugging Face Hub was not reachable '
-            f'(offline?) or the repository holds no such weights ({type(e).__name__}). bnas_zoo\'s weights may not '
-            f'be published yet: `bnas-zoo list` shows which are. Alternatives: convert the BNAS authors\' released '
-            f'checkpoint (`bnas-zoo convert-official CKPT --model {name} --out DIR`, then '
-            f"timm.create_model('local-dir:DIR', pretrained=True)), train your own (`bnas-train --model {name} ...`), "
-            f'or create the model without pretrained=True.')
+            f'(offline?) or the repository holds no such weights ({type(e).__name__}). {_alternatives(name)}')
 
 
 def _is_load_error(e: RuntimeError) -> bool:

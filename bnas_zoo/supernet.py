@@ -1,4 +1,4 @@
-"""The BNAS search supernet (spec §7): every edge a MixedOp, a softmax(alpha)-weighted sum of all candidate
+"""The BNAS search supernet: every edge a MixedOp, a softmax(alpha)-weighted sum of all candidate
 operations, in the same inter-cell skip template as the final networks.
 
 As in the release: all BatchNorms are non-affine, pooling ops are followed by a non-affine BatchNorm, only the

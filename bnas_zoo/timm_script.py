@@ -18,7 +18,8 @@ from .errors import BnasError, run_cli
 
 __all__ = ['run_timm_script', 'main']
 
-USAGE = 'usage: python -m bnas_zoo.timm_script SCRIPT.py [ARGS...]   (or: bnas-zoo timm SCRIPT.py [ARGS...])'
+USAGE = ('usage: python -m bnas_zoo.timm_script [--debug] SCRIPT.py [ARGS...]   '
+         '(or: bnas-zoo [--debug] timm [--debug] SCRIPT.py [ARGS...])')
 
 
 def run_timm_script(script: str, args: List[str]) -> int:
@@ -45,12 +46,15 @@ def run_timm_script(script: str, args: List[str]) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, debug: bool = False) -> int:
+    """Run ``argv`` = ``SCRIPT.py ARGS...`` (a leading ``--debug`` shows the traceback of an error of ours too)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ['--debug']:
+        debug, argv = True, argv[1:]
     if not argv or argv[0] in ('-h', '--help'):
         print(USAGE + '\n\n' + __doc__.strip(), file=sys.stderr if not argv else sys.stdout)
         return 2 if not argv else 0
-    return run_cli('bnas-zoo timm', lambda: run_timm_script(argv[0], argv[1:]))
+    return run_cli('bnas-zoo timm', lambda: run_timm_script(argv[0], argv[1:]), debug)
 
 
 if __name__ == '__main__':

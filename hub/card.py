@@ -182,6 +182,8 @@ def _code(text: Optional[str]) -> str:
 def _source(result: Dict[str, Any]) -> str:
     if result['source'] == 'reported':
         return f"reported ({result['reference']})" if result.get('reference') else 'reported'
+    if result.get('weights') == 'ema':
+        return f"measured (EMA weights, epoch {result['epoch']})"
     if result.get('epoch') is not None:
         return f"measured (best epoch, {result['epoch']} of {result['epochs']})" if result.get('epochs') else \
             f"measured (epoch {result['epoch']})"
@@ -208,12 +210,14 @@ def _training_section(recipe: Optional[str], run: Optional[Dict[str, Any]], conv
                 rows.append((RECIPE_LABELS.get(key, key), value))
         if run.get('head_epochs'):
             rows.append(('classifier-only epochs first', run['head_epochs']))
+        ema = run.get('weights') == 'ema'
         if run.get('model_ema'):
-            rows.append(('weight EMA decay (kept, not published)', run['model_ema']))
+            rows.append(('weight EMA decay' + ('' if ema else ' (kept, not published)'), run['model_ema']))
         if run.get('seed') is not None:
             rows.append(('seed', run['seed']))
         if run.get('epoch') is not None:
-            rows.append(('published weights', f"epoch {run['epoch']} (the best evaluated)"))
+            rows.append(('published weights', f"the EMA of the weights at epoch {run['epoch']}" if ema else
+                         f"epoch {run['epoch']} (the best evaluated)"))
         table = ['| setting | value |', '|---|---|'] + [f'| {k} | {_cell(v)} |' for k, v in rows]
         parts.append('\n'.join(table))
         if run.get('command'):
@@ -231,7 +235,7 @@ def build_model_card(
         dataset: Optional[str] = None,
         eval_results: Optional[Sequence[Dict[str, Any]]] = None,
         recipe: Optional[str] = None,
-        license: str = 'apache-2.0',
+        license: Optional[str] = 'apache-2.0',
         float_bytes: Optional[int] = None,
         bit_bytes: Optional[int] = None,
         num_classes: Optional[int] = None,
@@ -284,6 +288,9 @@ def build_model_card(
     elif converted_from:
         about.append(f'Converted with `bnas-zoo convert-official` from `{converted_from}`, a checkpoint in the BNAS '
                      f"authors' release format" + (f'; trained on **{shown}**' if shown else '') + '.')
+    if not license:
+        about.append('No licence is stated for these weights' + (" (the BNAS authors' release states none)"
+                                                                 if converted_from else '') + '.')
     elif shown:
         about.append(f'Trained on **{shown}**.')
     if num_classes:

@@ -13,7 +13,7 @@ The card states only facts of the folder: the dataset and the evaluation that a 
 (``config.json``'s ``bnas_run`` and the run's ``summary.json``), what the publisher states (``dataset``,
 ``eval_results``, ``recipe``), and nothing where nothing is known.
 
-Tokens come from huggingface_hub's usual sources (``HF_TOKEN``, ``huggingface-cli login``) or the ``token``
+Tokens come from huggingface_hub's usual sources (``HF_TOKEN``, ``hf auth login``) or the ``token``
 argument, and are never printed. Publishing the same files twice uploads nothing the second time.
 """
 from __future__ import annotations
@@ -58,8 +58,9 @@ class PublishResult:
     files: List[str] = field(default_factory=list)
 
 
-def load_model_folder(model_dir: Union[str, Path]):
-    """Build the model of a folder (config.json + model.safetensors), with clear errors."""
+def load_model_folder(model_dir: Union[str, Path], use_ema: bool = False):
+    """The model of a folder (config.json + model.safetensors) in eval mode and its config, with clear errors.
+    ``use_ema``: with the EMA weights of a bnas-train run folder (``checkpoint_ema.safetensors``) instead."""
     import bnas_zoo  # noqa: F401  (registers the architectures)
     from bnas_zoo.registry import create_checked, read_model_folder
     model_dir = Path(model_dir)
@@ -69,7 +70,39 @@ def load_model_folder(model_dir: Union[str, Path]):
         model = create_checked(f'local-dir:{model_dir}', pretrained=True)
     except ModelConfigError as e:
         raise CheckpointError(f'{model_dir}: cannot build {arch}: {e}') from None
+    if use_ema:
+        from safetensors.torch import load_file
+
+        from bnas_zoo.registry import check_weights
+        path = ema_weights_file(model_dir)
+        state = load_file(str(path))
+        check_weights(state, model.state_dict(), str(path))
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f'{path}: does not fit {arch}: {first_line(e)}') from None
     return model.eval(), config
+
+
+def ema_weights_file(run_dir: Union[str, Path]) -> Path:
+    """The EMA weights of a bnas-train run folder trained with ``--model-ema`` (the checkpointed
+    ``checkpoint_ema.safetensors``, checked against ``checkpoint.json``), or a :class:`CheckpointError`."""
+    from bnas_zoo.train.engine import CHECKPOINT_EMA, CHECKPOINT_MANIFEST, read_checkpoint_unit
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT_MANIFEST).is_file() or not (run_dir / CHECKPOINT_EMA).is_file():
+        raise CheckpointError(f'{run_dir}: no EMA weights ({CHECKPOINT_EMA} of a checkpoint); they are kept by a '
+                              f'bnas-train run with --model-ema DECAY. Without --use-ema, its model.safetensors is used')
+    info = read_checkpoint_unit(run_dir, CHECKPOINT_MANIFEST, '--use-ema')
+    if CHECKPOINT_EMA not in info['files']:
+        raise CheckpointError(f'{run_dir / CHECKPOINT_MANIFEST}: its checkpoint holds no {CHECKPOINT_EMA}; the run '
+                              f'kept no EMA weights')
+    return run_dir / CHECKPOINT_EMA
+
+
+def _ema_epoch(run_dir: Path) -> int:
+    """The epoch (counted from 1, as summary.json) of the EMA weights checkpointed in ``run_dir``."""
+    from bnas_zoo.train.engine import CHECKPOINT_MANIFEST, read_checkpoint_unit
+    return read_checkpoint_unit(run_dir, CHECKPOINT_MANIFEST, '--use-ema')['epoch'] + 1
 
 
 def _check_eval_results(eval_results: Union[None, Dict[str, Any], Sequence[Dict[str, Any]]],
@@ -127,7 +160,8 @@ def _run_record(model_dir: Path, config: Dict[str, Any]) -> Optional[Dict[str, A
 def run_evaluation(model_dir: Union[str, Path], run: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The evaluation of a run folder's weights: the row of ``summary.json`` for the epoch recorded with them
     (``run['epoch']``), with the run's dataset, evaluation split and size, and command. ``None`` when the folder
-    holds no ``summary.json`` or the run recorded no epoch."""
+    holds no ``summary.json`` or the run recorded no epoch. For the EMA weights (``run['weights'] == 'ema'``):
+    the EMA's top-1 of that epoch (the run measures no top-5 of its EMA)."""
     path = Path(model_dir) / 'summary.json'
     epoch = run.get('epoch')
     if not path.is_file() or epoch is None:
@@ -149,9 +183,14 @@ def run_evaluation(model_dir: Union[str, Path], run: Dict[str, Any]) -> Optional
         raise CheckpointError(f"{path}: no epoch {epoch}, the epoch of the weights in {Path(model_dir) / 'config.json'}; "
                               f"the summary and the weights belong to different runs")
     row = rows[-1]
+    ema = run.get('weights') == 'ema'
+    if ema and not isinstance(row.get('eval_ema_top1'), (int, float)):
+        raise CheckpointError(f'{path}: epoch {epoch} has no eval_ema_top1; expected the summary of a run trained '
+                              f'with --model-ema')
     return dict(dataset=run.get('dataset'), dataset_name=run.get('dataset_name'), split=run.get('eval_split'),
-                images=run.get('eval_images'), top1=row['eval_top1'], top5=row['eval_top5'],
-                command=run.get('command'), source='measured', epoch=epoch, epochs=len(history))
+                images=run.get('eval_images'), top1=row['eval_ema_top1'] if ema else row['eval_top1'],
+                top5=None if ema else row['eval_top5'], command=run.get('command'), source='measured',
+                epoch=epoch, epochs=len(history), weights=run.get('weights'))
 
 
 def build_publish_folder(
@@ -160,10 +199,12 @@ def build_publish_folder(
         repo_id: str,
         eval_results: Union[None, Dict[str, Any], Sequence[Dict[str, Any]]] = None,
         recipe: Optional[str] = None,
-        license: str = 'apache-2.0',
+        license: Optional[str] = None,
         dataset: Optional[str] = None,
+        use_ema: bool = False,
 ) -> Path:
-    """Write exactly the folder that :func:`publish` uploads (the files of :data:`PUBLISHED_FILES`).
+    """Write exactly the folder that :func:`publish` uploads (the files of :data:`PUBLISHED_FILES`) to
+    ``out_dir`` and return it; the arguments are those of :func:`publish`.
 
     The card's dataset is ``dataset`` if given, else the one a bnas-train run recorded, else none. Its
     evaluation is ``eval_results`` if given, else the run's own (best epoch, from ``summary.json``), else none.
@@ -171,10 +212,18 @@ def build_publish_folder(
     from timm.models import save_for_hf
 
     if dataset is not None and not (isinstance(dataset, str) and dataset.strip()):
-        raise BnasError(f'--dataset {dataset!r}: expected a dataset name, e.g. a Hub dataset id such as cifar10')
+        raise BnasError(f'--dataset-name {dataset!r}: expected a dataset name, e.g. a Hub dataset id such as cifar10')
     model_dir = Path(model_dir)
-    model, source_config = load_model_folder(model_dir)
+    model, source_config = load_model_folder(model_dir, use_ema=use_ema)
     run = _run_record(model_dir, source_config)
+    if use_ema:
+        if not run:
+            raise CheckpointError(f"{model_dir / 'config.json'}: not the config of a bnas-train run (no 'bnas_run'); "
+                                  f"--use-ema publishes the EMA weights of a run folder")
+        run = dict(run, epoch=_ema_epoch(model_dir), weights='ema')
+    converted_from = source_config.get('bnas_converted_from')
+    if license is None:  # the authors of converted weights stated no licence: none is claimed for them
+        license = None if converted_from else 'apache-2.0'
     card_dataset = dataset or (run or {}).get('dataset')
     dataset_name = (run or {}).get('dataset_name') if card_dataset == (run or {}).get('dataset') else None
     if run and dataset and dataset != run.get('dataset'):  # the publisher's name for the run's data
@@ -189,7 +238,7 @@ def build_publish_folder(
         for r in eval_results:  # the words for the card's own dataset, where a result is on it
             if r['dataset'] == card_dataset and dataset_name:
                 r.setdefault('dataset_name', dataset_name)
-    out_dir = output_folder(out_dir, '--out')
+    out_dir = output_folder(out_dir, '--output')
     save_for_hf(model, str(out_dir), model_args=model.architecture_args(), safe_serialization=True)
     config = json.loads((out_dir / 'config.json').read_text())
     save_1bit(model, out_dir / 'model-1bit.safetensors', config=config)
@@ -200,8 +249,8 @@ def build_publish_folder(
         eval_results=eval_results, recipe=recipe or source_config.get('bnas_recipe'), license=license,
         float_bytes=(out_dir / 'model.safetensors').stat().st_size,
         bit_bytes=(out_dir / 'model-1bit.safetensors').stat().st_size,
-        num_classes=model.num_classes, dataset_name=dataset_name, run=run,
-        converted_from=source_config.get('bnas_converted_from'), cell_pictures=CELL_PICTURES)
+        num_classes=model.num_classes, dataset_name=dataset_name, run=run, converted_from=converted_from,
+        cell_pictures=CELL_PICTURES)
     card.save(str(out_dir / 'README.md'))
     return out_dir
 
@@ -241,10 +290,36 @@ def publish(
         private: bool = False,
         token: Optional[str] = None,
         commit_message: Optional[str] = None,
-        license: str = 'apache-2.0',
+        license: Optional[str] = None,
         dataset: Optional[str] = None,
+        use_ema: bool = False,
 ) -> PublishResult:
-    """Publish a model folder to ``repo_id`` (created if needed); ``dry_run`` only writes ``out``."""
+    """Publish the model folder ``model_dir`` to the Hugging Face Hub repository ``repo_id``.
+
+    Args:
+        model_dir: a folder with ``model.safetensors`` and ``config.json`` (from ``convert-official``,
+            ``bnas-train`` or timm's ``save_for_hf``).
+        repo_id: ``ORG/NAME``; created if needed (``private`` makes a new one private).
+        revision: the branch to publish to (created if needed; default main).
+        dry_run: write the folder to ``out`` and upload nothing (``out`` is then required); otherwise ``out``,
+            if given, receives a copy of what is uploaded.
+        eval_results: results for the card, replacing a run's own: one dict or a list of dicts with ``top1``,
+            ``top5`` (percent), ``dataset``, ``split``, ``images``, ``command`` and ``source`` ('measured' needs
+            the ``command``; 'reported' for the paper's or the authors' figures, with ``reference``).
+        recipe: one paragraph on how the weights were trained, for the card.
+        token: a Hugging Face token (default: huggingface_hub's, from ``HF_TOKEN`` or ``hf auth login``); never
+            printed.
+        commit_message: default "Upload ARCH weights from DIR (bnas_zoo)".
+        license: a Hub licence id for the weights. Default: ``apache-2.0`` for weights trained with bnas_zoo, none
+            for weights converted from the authors' release (they state no licence).
+        dataset: the training dataset's name for the card (default: the one a bnas-train run recorded).
+        use_ema: publish the EMA weights of a bnas-train run folder (``checkpoint_ema.safetensors``, written
+            with ``--model-ema``) and their measured top-1, instead of its best ``model.safetensors``.
+
+    Needs the network unless ``dry_run``. Publishing files that the repository already holds uploads nothing
+    (status 'unchanged'). Raises :class:`~bnas_zoo.errors.BnasError` for bad arguments, an unreadable folder or
+    a failed upload (nothing half-uploaded is reported as done). Returns a :class:`PublishResult`.
+    """
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
@@ -253,14 +328,14 @@ def publish(
         raise BnasError(f'--repo-id {repo_id!r}: expected ORG/NAME')
     if dry_run:
         if out is None:
-            raise BnasError('--dry-run needs --out DIR (the folder that would be uploaded)')
-        folder = build_publish_folder(model_dir, out, repo_id, eval_results, recipe, license, dataset)
+            raise BnasError('--dry-run needs --output DIR (the folder that would be uploaded)')
+        folder = build_publish_folder(model_dir, out, repo_id, eval_results, recipe, license, dataset, use_ema)
         return PublishResult(repo_id, folder, 'dry-run', files=sorted(p.name for p in folder.iterdir()))
     with tempfile.TemporaryDirectory(prefix='bnas_publish_') as tmp:
         folder = build_publish_folder(model_dir, Path(tmp) / 'upload', repo_id, eval_results, recipe, license,
-                                      dataset)
+                                      dataset, use_ema)
         if out is not None:
-            output_folder(out, '--out')
+            output_folder(out, '--output')
             shutil.copytree(folder, out, dirs_exist_ok=True)
         api = HfApi(token=token)
         try:
@@ -286,7 +361,14 @@ def publish(
 
 def load_1bit_from_hub(repo_id: str, revision: Optional[str] = None, cache_dir: Optional[Union[str, Path]] = None,
                        **create_kwargs):
-    """Download ``model-1bit.safetensors`` of ``repo_id`` and rebuild the model from it alone."""
+    """Download ``model-1bit.safetensors`` of the Hub repository ``repo_id`` (``ORG/NAME``; ``revision``: a
+    branch, tag or commit, default main; ``cache_dir``: huggingface_hub's cache, default its own) and rebuild
+    the model from that file alone, with :func:`bnas_zoo.load_1bit` (``create_kwargs`` go to it: ``deploy=True``
+    for the fast packed-bit network, ``num_classes`` etc.). The result is for inference only (see
+    :func:`bnas_zoo.load_1bit`); for training or fine-tuning load the float weights with
+    ``timm.create_model('hf-hub:ORG/NAME', pretrained=True)``. Raises :class:`~bnas_zoo.errors.CheckpointError`
+    when the file cannot be downloaded (offline, no such repository or revision) or is not a valid 1-bit file.
+    """
     try:
         path = hf_hub_download(repo_id, 'model-1bit.safetensors', revision=revision, cache_dir=cache_dir)
     except (HfHubHTTPError, HFValidationError, OSError, ConnectionError) + _network_errors() as e:

@@ -23,8 +23,9 @@ def _hub_reachable(timeout: float) -> bool:
 
 def weights_status(repo_ids: Iterable[str], timeout: float = 3.0) -> Dict[str, str]:
     """``repo_id -> 'published' | 'not published' | 'unknown (...)'``: asks the Hub whether each repository
-    holds ``model.safetensors``; 'unknown' in offline mode (``HF_HUB_OFFLINE=1``) or when the Hub cannot be
-    reached (one quick connection attempt, then no further traffic)."""
+    (``ORG/NAME``, or ``ORG/NAME@REVISION`` for that revision) holds ``model.safetensors``; 'unknown' in offline
+    mode (``HF_HUB_OFFLINE=1``) or when the Hub cannot be reached (one quick connection attempt, then no further
+    traffic)."""
     from huggingface_hub import HfApi, constants
     from huggingface_hub import errors as hf_errors
     repo_ids = list(repo_ids)
@@ -36,8 +37,9 @@ def weights_status(repo_ids: Iterable[str], timeout: float = 3.0) -> Dict[str, s
     out = {}
     for repo in repo_ids:
         try:
-            out[repo] = 'published' if api.file_exists(repo, WEIGHTS_FILE) else 'not published'
-        except (hf_errors.RepositoryNotFoundError, hf_errors.GatedRepoError):
+            name, _, revision = repo.partition('@')
+            out[repo] = 'published' if api.file_exists(name, WEIGHTS_FILE, revision=revision or None) else 'not published'
+        except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError, hf_errors.GatedRepoError):
             out[repo] = 'not published'
         except Exception as e:  # noqa: BLE001 - any other answer: say so, do not guess
             out[repo] = f'unknown ({type(e).__name__})'

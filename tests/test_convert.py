@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import timm
@@ -10,7 +11,7 @@ from safetensors.torch import load_file
 
 import bnas_zoo
 from bnas_zoo.cli import main
-from bnas_zoo.convert import convert_official, load_release_checkpoint
+from bnas_zoo.convert import convert_official, load_release_checkpoint, release_imagenet_class_order
 from bnas_zoo.errors import CheckpointError
 from bnas_zoo.genotype import load_genotype
 from conftest import ALL_MODELS, load_layout, small_input_size
@@ -50,9 +51,75 @@ def test_convert_and_load_back_gives_release_outputs(tmp_path, name, fmt):
     ref.load_state_dict({k[len('module.'):]: v for k, v in sd.items()})
     x = torch.randn(2, *small_input_size(name))
     expected = release_eval(ref, binop, x)
+    if bnas_zoo.VARIANTS[name].stem == 'imagenet':  # our output j is the release's output of standard class j
+        expected = expected[:, torch.argsort(torch.tensor(release_imagenet_class_order()))]
     for model in (a, b):
         got = model.eval()(x)
         assert ((got - expected).abs().max() / expected.abs().max()) < 1e-3
+
+
+def _release_prepare_imgnet(root, synset_file):
+    """What the release's prepare_imgnet.py does to an ImageNet tree: the folder of each synset in train/ and
+    val/ is renamed to str(i), i the synset's line number in synset_to_label.txt."""
+    index = {line.split()[0]: i for i, line in enumerate(synset_file.read_text().splitlines())}
+    for split in ('train', 'val'):
+        for d in (root / split).iterdir():
+            if d.is_dir():
+                d.rename(root / split / str(index[d.name]))
+
+
+def test_imagenet_class_order_of_the_release_is_made_standard(tmp_path):
+    """The release renamed the synset folders to their indices and read them with torchvision's ImageFolder,
+    which sorts names as strings; converted weights must put each class's row where a synset-named ImageFolder
+    (and timm's ImageNet label order) expects it."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+    # 1000 synsets in sorted order, as synset_to_label.txt lists them; a few classes hold an image
+    synsets = [f'n{1440764 + 9973 * i:08d}' for i in range(1000)]
+    assert synsets == sorted(synsets)
+    synset_file = tmp_path / 'synset_to_label.txt'
+    synset_file.write_text(''.join(f'{s} class number {i}\n' for i, s in enumerate(synsets)))
+    root = tmp_path / 'imagenet'
+    with_images = [0, 1, 2, 9, 10, 11, 19, 99, 100, 101, 199, 500, 998, 999]
+    for split in ('train', 'val'):
+        for i, s in enumerate(synsets):
+            (root / split / s).mkdir(parents=True)
+            if i in with_images:
+                Image.new('RGB', (8, 8), (i % 256, 0, 0)).save(root / split / s / f'img{i}.png')
+
+    def targets():  # image file name -> ImageFolder's class index
+        ds = ImageFolder(str(root / 'val'), allow_empty=True)
+        return {Path(path).name: target for path, target in ds.samples}
+    standard = targets()
+    assert standard == {f'img{i}.png': i for i in with_images}  # synset-named: class j is the j-th synset
+    _release_prepare_imgnet(root, synset_file)
+    release = targets()
+    assert release != standard and sorted(release.values()) != sorted(standard.values())
+
+    ckpt = tmp_path / 'bnas_d.pth.tar'
+    layout = load_layout('bnas_d')
+    sd = synthetic_release_state_dict(layout)
+    sd['module.classifier.bias'] = torch.arange(1000, dtype=torch.float32)  # release output k: bias k
+    sd['module.classifier.weight'] = torch.arange(1000, dtype=torch.float32)[:, None].expand_as(
+        sd['module.classifier.weight']).clone()
+    torch.save({'state_dict': sd}, ckpt)
+    out = convert_official(ckpt, 'bnas_d', tmp_path / 'out')
+    weights = load_file(out / 'model.safetensors')
+    for image, j in standard.items():
+        k = release[image]  # the output the release trained for this image
+        assert weights['classifier.bias'][j] == k, image
+        assert torch.all(weights['classifier.weight'][j] == k), image
+    assert release_imagenet_class_order()[:5] == [0, 1, 10, 100, 101]
+
+
+def test_cifar_class_order_is_kept(tmp_path):
+    """BNAS-A was trained on torchvision's CIFAR10, whose labels are the standard CIFAR-10 order: unchanged."""
+    ckpt = tmp_path / 'bnas_a.pt'
+    layout, sd = _save_release('bnas_a', ckpt, 'cifar')
+    out = convert_official(ckpt, 'bnas_a', tmp_path / 'out')
+    weights = load_file(out / 'model.safetensors')
+    assert torch.equal(weights['classifier.weight'], sd['module.classifier.weight'])
+    assert torch.equal(weights['classifier.bias'], sd['module.classifier.bias'])
 
 
 def test_every_layout_converts(tmp_path):
@@ -154,13 +221,22 @@ def test_pretrained_fine_tuning_paths(tmp_path):
 def test_cli_convert_and_errors(tmp_path, capsys):
     ckpt = tmp_path / 'release.pth.tar'
     _save_release('bnas_mini', ckpt, 'imagenet')
-    assert main(['convert-official', str(ckpt), '--model', 'bnas_mini', '--out', str(tmp_path / 'o')]) == 0
-    assert 'local-dir:' in capsys.readouterr().out
+    assert main(['convert-official', str(ckpt), '--model', 'bnas_mini', '--output', str(tmp_path / 'o')]) == 0
+    out = capsys.readouterr().out
+    # the printed way to load it gives the converted weights, not fresh ones
+    assert f'timm.create_model("local-dir:{tmp_path / "o"}", pretrained=True)' in out
+    assert 'class order' in out and 'CIFAR-10' in out
+    converted = load_file(tmp_path / 'o' / 'model.safetensors')
+    loaded = timm.create_model(f'local-dir:{tmp_path / "o"}', pretrained=True)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in converted.items())
+    # the former spelling still works
+    assert main(['convert-official', str(ckpt), '--model', 'bnas_mini', '--out', str(tmp_path / 'o2')]) == 0
+    capsys.readouterr()
     assert main(['convert-official', str(ckpt), '--model', 'bnas_q', '--out', str(tmp_path / 'p')]) == 2
     assert "--model 'bnas_q': unknown model; expected one of bnas_mini" in capsys.readouterr().err
     # as a real process: exit code and message, no traceback
     proc = subprocess.run([sys.executable, '-m', 'bnas_zoo.cli', 'convert-official', str(ckpt), '--model', 'bnas_d',
-                           '--out', str(tmp_path / 'q')], capture_output=True, text=True)
+                           '--output', str(tmp_path / 'q')], capture_output=True, text=True)
     assert proc.returncode == 2
     assert 'does not fit bnas_d (it looks like a checkpoint of bnas_mini)' in proc.stderr
     assert 'Traceback' not in proc.stderr

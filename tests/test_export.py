@@ -1,6 +1,7 @@
 """Portable exports: eval models export with standard operators only (no bnas_zoo op), bit-identical to the
 custom-op forward; the ONNX file runs in onnxruntime, the .pt2 and TorchScript files in a Python that never
 imports bnas_zoo."""
+import json
 import os
 import subprocess
 import sys
@@ -148,8 +149,14 @@ def test_onnx_runs_in_onnxruntime_as_eager(name, tmp_path):
         assert exact_zeros > 0
     path = export_model(model, 'onnx', tmp_path / f'{name}.onnx', input_size=size)
     import onnx
-    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert 'Sign' in ops and all(n.domain in ('', 'ai.onnx') for n in onnx.load(str(path)).graph.node)
+    proto = onnx.load(str(path))
+    ops = {n.op_type for n in proto.graph.node}
+    assert 'Sign' in ops and all(n.domain in ('', 'ai.onnx') for n in proto.graph.node)
+    meta = {p.key: p.value for p in proto.metadata_props}  # the preprocessing travels with the file
+    cfg = model.pretrained_cfg
+    assert json.loads(meta['mean']) == pytest.approx(list(cfg['mean']))
+    assert json.loads(meta['std']) == pytest.approx(list(cfg['std']))
+    assert json.loads(meta['input_size']) == list(size) and meta['interpolation'] == cfg['interpolation']
     with torch.no_grad():
         expected = model(x)
     got = _run_onnx(path, x)
@@ -260,23 +267,36 @@ def test_the_blocker_catches_bnas_zoo(tmp_path):
 
 def test_cli_export(tmp_path, capsys):
     out = tmp_path / 'sub' / 'mini.pt2'
-    assert main(['export', 'bnas_mini', '--format', 'pt2', '--out', str(out), '--input-size', '32']) == 0
-    assert out.is_file() and 'torch.export.load' in capsys.readouterr().out
-    program = torch.export.load(str(out))
+    # a registered name without a choice of weights is refused: random weights must be asked for
+    assert main(['export', 'bnas_mini', '--format', 'pt2', '--output', str(out)]) == 2
+    assert '--pretrained' in capsys.readouterr().err and not out.exists()
+    assert main(['export', 'bnas_mini', '--format', 'pt2', '--output', str(out), '--input-size', '32',
+                 '--random-weights']) == 0
+    printed = capsys.readouterr().out
+    assert out.is_file() and 'torch.export.load' in printed and 'untrained' in printed
+    assert 'mean (0.4914, 0.4822, 0.4465)' in printed and 'std (0.247, 0.2435, 0.2616)' in printed
+    extra = {'preprocessing.json': ''}
+    program = torch.export.load(str(out), extra_files=extra)
+    assert json.loads(extra['preprocessing.json'])['input_size'] == [3, 32, 32]
     assert program.module()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
-    assert main(['export', 'bnas_nope', '--format', 'pt2', '--out', str(out)]) == 2
+    assert main(['export', 'bnas_nope', '--format', 'pt2', '--output', str(out), '--random-weights']) == 2
     assert 'unknown model' in capsys.readouterr().err
-    assert main(['export', 'bnas_mini', '--format', 'pt2', '--out', str(tmp_path)]) == 2
+    assert main(['export', 'bnas_mini', '--format', 'pt2', '--output', str(tmp_path), '--random-weights']) == 2
     assert 'is a folder' in capsys.readouterr().err
-    assert main(['export', 'bnas_mini', '--format', 'pt2', '--out', str(out), '--input-size', '30']) == 2
+    assert main(['export', 'bnas_mini', '--format', 'pt2', '--out', str(out), '--input-size', '30',
+                 '--random-weights']) == 2  # --out: the former spelling of --output
     assert 'multiples of 4' in capsys.readouterr().err
     with pytest.MonkeyPatch.context() as mp:  # ONNX without its optional packages: how to install them
         mp.setitem(sys.modules, 'onnxscript', None)
-        assert main(['export', 'bnas_mini', '--format', 'onnx', '--out', str(tmp_path / 'm.onnx')]) == 2
+        assert main(['export', 'bnas_mini', '--format', 'onnx', '--output', str(tmp_path / 'm.onnx'),
+                     '--random-weights']) == 2
         assert 'bnas_zoo[onnx]' in capsys.readouterr().err and not (tmp_path / 'm.onnx').exists()
-    with pytest.raises(SystemExit) as e:
-        main(['export', 'bnas_mini', '--format', 'tflite', '--out', str(out)])
-    assert e.value.code == 2
+    for argv in (['export', 'bnas_mini', '--format', 'tflite', '--output', str(out)],
+                 ['export', 'bnas_mini', '--format', 'pt2']):  # no --output
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+    assert '--output' in capsys.readouterr().err
     # a local-dir: folder is exported with its weights
     model = timm.create_model('bnas_mini').eval()
     x = torch.randn(3, 3, 32, 32)
@@ -284,6 +304,7 @@ def test_cli_export(tmp_path, capsys):
     from timm.models import save_for_hf
     save_for_hf(model, str(tmp_path / 'run'), model_args=model.architecture_args(), safe_serialization=True)
     assert main(['export', f'local-dir:{tmp_path / "run"}', '--format', 'torchscript',
-                 '--out', str(tmp_path / 'run.ts')]) == 0
+                 '--output', str(tmp_path / 'run.ts')]) == 0
+    assert 'its weights' in capsys.readouterr().out
     with torch.no_grad():
         assert torch.equal(torch.jit.load(str(tmp_path / 'run.ts'))(x), model(x))

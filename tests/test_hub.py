@@ -2,6 +2,7 @@
 (HF_HUB_OFFLINE=1, set in conftest), and huggingface_hub's upload calls captured."""
 import hashlib
 import json
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -67,9 +68,11 @@ def test_dry_run_folder_contents(mini_folder):
     assert args['genotype']['normal'][1] == ['bin_dil_conv_3x3', 0] and args['layers'] == 10 and args['channels'] == 24
     card = (out / 'README.md').read_text()
     header = card.split('---')[1]
-    for needle in ('library_name: timm', 'license: apache-2.0', 'image-classification', 'binary-neural-network',
+    for needle in ('library_name: timm', 'image-classification', 'binary-neural-network',
                    '- cifar10', 'accuracy', 'value: 90.12'):
         assert needle in header, needle
+    # converted weights: the authors stated no licence, so none is claimed for them
+    assert 'license:' not in header and "No licence is stated for these weights (the BNAS authors' release" in card
     for needle in ("paper's convention", 'true (this network)', '| cifar10 | test |  | 90.12 |  | measured |',
                    '`bnas-validate`', '@article{kim2021bnasv2', 'Intended use', 'convert-official` from `bnas_mini.pt`'):
         assert needle in card, needle
@@ -92,9 +95,10 @@ def test_hub_cache_loading_paths(mini_folder, tmp_path):
     cache = tmp_path / 'hf-cache'
     x = torch.randn(2, 3, 32, 32)
     expected = timm.create_model(f'local-dir:{src}', pretrained=True).eval()(x)
-    # the registered hf_hub_id of bnas_mini
-    _lay_out_cache(cache, bnas_zoo.hub_repo_id('bnas_mini'), out)
-    m = timm.create_model('bnas_mini', pretrained=True, cache_dir=cache).eval()
+    # a registered name at a pinned revision (how published weights will be registered: hf_hub_id ORG/NAME@COMMIT)
+    commit = _lay_out_cache(cache, 'bnas-zoo/bnas_mini.cifar10', out, ref='v0')
+    m = timm.create_model('bnas_mini', pretrained=True, cache_dir=cache,
+                          pretrained_cfg_overlay=dict(hf_hub_id=f'bnas-zoo/bnas_mini.cifar10@{commit}')).eval()
     assert torch.equal(m(x), expected)
     # hf-hub: ids, main and a pinned revision (a branch and a commit)
     _lay_out_cache(cache, 'test-org/bnas_mini.cifar10', out)
@@ -120,6 +124,24 @@ def test_hub_cache_loading_paths(mini_folder, tmp_path):
     # a revision that is not there
     with pytest.raises(Exception):
         timm.create_model('hf-hub:test-org/bnas_mini.cifar10@nope', pretrained=True, cache_dir=cache)
+
+
+def test_registered_names_load_from_a_mirror(mini_folder, tmp_path):
+    """BNAS_ZOO_HUB_ORG=ORG (read at import): pretrained=True on a registered name loads ORG/NAME.TAG."""
+    import subprocess
+    import sys
+    src, out = mini_folder
+    _lay_out_cache(tmp_path / 'cache', 'test-org/bnas_mini.cifar10', out)
+    x = torch.randn(2, 3, 32, 32)
+    torch.save(x, tmp_path / 'x.pt')
+    code = ("import timm, torch, bnas_zoo; assert timm.list_pretrained('bnas_mini*') == ['bnas_mini.cifar10']; "
+            f"m = timm.create_model('bnas_mini', pretrained=True).eval(); x = torch.load({str(tmp_path / 'x.pt')!r}); "
+            f"torch.save(m(x).detach(), {str(tmp_path / 'y.pt')!r})")
+    env = dict(os.environ, BNAS_ZOO_HUB_ORG='test-org', HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(tmp_path / 'cache'))
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    expected = timm.create_model(f'local-dir:{src}', pretrained=True).eval()(x)
+    assert torch.equal(torch.load(tmp_path / 'y.pt'), expected)
 
 
 def test_custom_genotype_model_rebuilds_from_the_hub(tmp_path):
@@ -156,6 +178,46 @@ def test_1bit_zero_signs_and_size(tmp_path):
     assert torch.equal(rebuilt(x), expected)
     size = path.stat().st_size
     assert abs(size / theoretical_1bit_bytes(model) - 1) < 0.05
+
+
+def test_1bit_round_trip_without_config(tmp_path):
+    """save_1bit(model, path) alone: the model knows its architecture and arguments, and the file rebuilds it."""
+    genotype = bnas_zoo.load_genotype('bnas_cifar').to_dict()
+    genotype['normal'][0] = ['bin_conv_5x5', 0]
+    custom = timm.create_model('bnas_custom', genotype=genotype, layers=4, channels=8, stem='cifar',
+                               num_classes=7).eval()
+    x = torch.randn(2, 3, 32, 32)
+    for model in (custom, timm.create_model('bnas_mini').eval()):
+        path = bnas_zoo.save_1bit(model, tmp_path / 'm.safetensors')
+        with torch.no_grad():
+            assert torch.equal(bnas_zoo.load_1bit(path, deploy=True)(x), bnas_zoo.deploy(model)(x))
+            rebuilt = bnas_zoo.load_1bit(path)
+            assert torch.equal(rebuilt(x), model(x))
+        assert rebuilt.num_classes == model.num_classes and rebuilt.genotype == model.genotype
+    with pytest.raises(BnasError, match='not a bnas network'):
+        bnas_zoo.save_1bit(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)), tmp_path / 'x.safetensors')
+
+
+def test_a_model_from_a_1bit_file_is_for_inference_only(tmp_path):
+    """Its binary convs hold sign * alpha, not latent weights: training must not turn them into float convs."""
+    model = timm.create_model('bnas_mini').eval()
+    path = bnas_zoo.save_1bit(model, tmp_path / 'm.safetensors')
+    rebuilt = bnas_zoo.load_1bit(path)
+    assert not rebuilt.training  # returned ready for inference
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    rebuilt.train()
+    with torch.no_grad():
+        rebuilt(x)  # a training-mode pass without gradients (e.g. BatchNorm statistics) is fine
+    with pytest.raises(RuntimeError, match='inference only'):
+        torch.nn.functional.cross_entropy(rebuilt(x), y).backward()
+    # frozen binary convs: the rest (here the classifier) trains, the binary weights stay exactly as loaded
+    before = {n: m.weight.clone() for n, m in rebuilt.named_modules() if getattr(m, 'deployed', False)}
+    for m in bnas_zoo.binary_convs(rebuilt):
+        m.weight.requires_grad_(False)
+    opt = torch.optim.SGD([p for p in rebuilt.parameters() if p.requires_grad], lr=0.1)
+    torch.nn.functional.cross_entropy(rebuilt(x), y).backward()
+    opt.step()
+    assert all(torch.equal(m.weight, before[n]) for n, m in rebuilt.named_modules() if n in before)
 
 
 @pytest.mark.parametrize('name, ratio', [('bnas_mini', 2.48), ('bnas_d', 4.96)])
@@ -334,7 +396,7 @@ def test_card_of_an_embedded_run(runs, tmp_path, capsys):
                  '--out', str(tmp_path / 'pub')]) == 0
     card, text = _load_card(tmp_path / 'pub')
     best = _best_epoch(run)
-    assert card.data.datasets == ['sklearn-digits']
+    assert card.data.datasets == ['sklearn-digits'] and card.data.license == 'apache-2.0'  # trained with bnas_zoo
     assert sorted((r.metric_name, r.metric_value) for r in card.data.eval_results) == [
         ('top-1 accuracy', best['eval_top1']), ('top-5 accuracy', best['eval_top5'])]
     for r in card.data.eval_results:
@@ -419,10 +481,11 @@ def test_converted_weights_reported_and_measured_results(mini_folder, tmp_path, 
     eval_file.write_text(json.dumps([
         dict(split='test', top1=94.1, reference='BNAS v2 paper, Table 5'),  # no command: reported
         dict(split='test', top1=93.9, top5=99.8, images=10000, command='bnas-validate --model local-dir:w')]))
-    assert main(['publish', str(src), '--repo-id', 'someone/bnas_mini.cifar10', '--dataset', 'cifar10',
-                 '--eval-results', str(eval_file), '--dry-run', '--out', str(tmp_path / 'pub')]) == 0
+    assert main(['publish', str(src), '--repo-id', 'someone/bnas_mini.cifar10', '--dataset-name', 'cifar10',
+                 '--eval-results', str(eval_file), '--dry-run', '--output', str(tmp_path / 'pub'),
+                 '--license', 'cc-by-4.0']) == 0
     card, text = _load_card(tmp_path / 'pub')
-    assert card.data.datasets == ['cifar10']
+    assert card.data.datasets == ['cifar10'] and card.data.license == 'cc-by-4.0'  # the licence the publisher gives
     got = sorted((r.metric_name, r.metric_value, r.dataset_split) for r in card.data.eval_results)
     assert got == [('top-1 accuracy', 93.9, 'test'), ('top-1 accuracy (reported)', 94.1, 'test'),
                    ('top-5 accuracy', 99.8, 'test')]

@@ -25,13 +25,13 @@ def _input(name, batch=2, in_chans=3):
 def test_all_variants_registered():
     names = timm.list_models('bnas_*')
     assert set(TIMM_MODELS) | {'bnas_custom'} == set(names)
-    assert set(timm.list_pretrained('bnas_*')) >= {f'{n}.{bnas_zoo.VARIANTS[n].tag}' for n in TIMM_MODELS}
+    assert timm.list_pretrained('bnas_*') == []  # no weights are published yet: none is offered
 
 
 @pytest.mark.parametrize('name', TIMM_MODELS)
 def test_pretrained_cfg(name):
     cfg = timm.create_model(name).pretrained_cfg
-    assert cfg['hf_hub_id'] == f'{bnas_zoo.HUB_ORG}/{name}.{bnas_zoo.VARIANTS[name].tag}'
+    assert cfg.get('hf_hub_id') == bnas_zoo.registry.pretrained_hub_id(name)  # None until published, or a mirror
     if name in CIFAR_MODELS:
         assert cfg['input_size'] == (3, 32, 32) and cfg['num_classes'] == 10
         assert cfg['mean'] == pytest.approx((0.49139968, 0.48215827, 0.44653124))

@@ -7,6 +7,7 @@
     bnas-validate --model bnas_mini --checkpoint output/train/RUN/model_best.pth.tar --data-dir DIR  # timm train.py
         (the classifier takes the checkpoint's class count)
     bnas-validate --model hf-hub:ORG/NAME --data-dir DIR --json
+    bnas-validate --model local-dir:runs/x --use-ema --data-dir DIR   # the EMA weights of a --model-ema run
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--checkpoint', help="weights for --model: a safetensors file (a run's model.safetensors) or a "
                                         "torch checkpoint (a state dict, or a training checkpoint such as timm "
                                         "train.py's model_best.pth.tar), read with torch.load(weights_only=True)")
-    p.add_argument('--use-ema', action='store_true', help="--checkpoint: its EMA weights ('state_dict_ema')")
+    p.add_argument('--use-ema', action='store_true',
+                   help="the EMA weights: of --checkpoint (its 'state_dict_ema'), or without --checkpoint those of the "
+                        "bnas-train run folder local-dir:RUN trained with --model-ema (checkpoint_ema.safetensors)")
     p.add_argument('--num-classes', type=int,
                    help="outputs of the model's head (default: those of --checkpoint's classifier, else the model's)")
     p.add_argument('--data', choices=['embedded', 'folder'], help='embedded digits (test split) or an ImageFolder')
@@ -68,6 +71,12 @@ def _main(args) -> int:
     if args.num_classes is not None and args.num_classes < 1:
         raise BnasError(f'--num-classes {args.num_classes}: expected an integer >= 1')
     state = None
+    if args.use_ema and not args.checkpoint:  # the EMA weights that bnas-train --model-ema keeps in its run folder
+        if not args.model.startswith('local-dir:'):
+            raise BnasError('--use-ema: give --checkpoint FILE (a training checkpoint with EMA weights), or --model '
+                            'local-dir:RUN of a bnas-train run trained with --model-ema')
+        from bnas_zoo.hub.publish import ema_weights_file
+        args.checkpoint, args.use_ema = str(ema_weights_file(args.model[len('local-dir:'):])), False
     if args.checkpoint:
         state = read_weights(args.checkpoint, f'--checkpoint {args.checkpoint}', use_ema=args.use_ema)
     model = create_checked(args.model, pretrained=pretrained and state is None)
