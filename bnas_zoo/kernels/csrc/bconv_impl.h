@@ -203,14 +203,45 @@ inline void epilogue(const ConvArgs& a, const Row& row, const int32_t* cnt, int6
   }
 }
 
+// The common case of the epilogue in one vectorisable pass: a full block, no padded tap, no exact zero, and
+// the ReLU (if any) on the integers (alpha >= 0).
+template <bool RELU, bool RES>
+inline void epilogue_fast(const int32_t* __restrict cnt, const int32_t* __restrict base,
+                          const float* __restrict alpha, const float* __restrict res, float* __restrict out) {
+  for (int c = 0; c < OB_CHS; ++c) {
+    int32_t t = base[c] - 2 * cnt[c];
+    if (RELU) t = t > 0 ? t : 0;
+    float v = alpha[c] * (float)t;
+    if (RES) v += res[c];
+    out[c] = v;
+  }
+}
+
 template <int NP, int R, bool WMASK>
 inline void pixels(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh, int64_t ow) {
   int32_t cnt[NP * OB_CHS];
   gemm_block<NP, R, WMASK>(row.ptr + ow, a.Kw, a.wbits + ob * a.Kw * OB_CHS,
                            WMASK ? a.wmask + ob * a.Kw * OB_CHS : nullptr, cnt);
+  const int64_t c0 = ob * OB_CHS;
+  const bool int_relu = a.relu && a.alpha_nonneg, fast_ok = nc == OB_CHS && (int_relu || !a.relu);
   for (int p = 0; p < NP; ++p) {
-    if (nc == OB_CHS) epilogue<R, true>(a, row, cnt + p * OB_CHS, ob, nc, n, oh, ow + p);
-    else epilogue<R, false>(a, row, cnt + p * OB_CHS, ob, nc, n, oh, ow + p);
+    if (fast_ok && !row.oob[ow + p] && !row.zf[ow + p]) {
+      const int64_t opix = (n * a.OH + oh) * a.OW + ow + p;
+      float* out = a.out + opix * a.ldo + c0;
+      const int32_t* c = cnt + p * OB_CHS;
+      if (a.res) {
+        const float* res = a.res + opix * a.ldr + c0;
+        if (int_relu) epilogue_fast<true, true>(c, a.base + c0, a.alpha + c0, res, out);
+        else epilogue_fast<false, true>(c, a.base + c0, a.alpha + c0, res, out);
+      } else {
+        if (int_relu) epilogue_fast<true, false>(c, a.base + c0, a.alpha + c0, nullptr, out);
+        else epilogue_fast<false, false>(c, a.base + c0, a.alpha + c0, nullptr, out);
+      }
+    } else if (nc == OB_CHS) {
+      epilogue<R, true>(a, row, cnt + p * OB_CHS, ob, nc, n, oh, ow + p);
+    } else {
+      epilogue<R, false>(a, row, cnt + p * OB_CHS, ob, nc, n, oh, ow + p);
+    }
   }
 }
 
