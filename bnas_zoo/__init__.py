@@ -27,6 +27,7 @@ from .packing import load_1bit, save_1bit
 from .registry import HUB_ORG, VARIANTS, hub_repo_id, pretrained_hub_id
 from .deploy import deploy  # noqa: E402  (fast packed-bit inference)
 from .draw import draw_cell
+from .kernels import training as _fast_training  # noqa: F401,E402  (installs the binary layers' fast training path)
 
 __version__ = '0.1.0'
 

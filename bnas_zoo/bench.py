@@ -1,6 +1,7 @@
-"""Inference benchmarks of deployed networks, measured in one run against their baselines: the float-simulated
-network and timm's float ``resnet18`` at the same input size, and per binary layer torch's best float conv of
-the same shape. Timings are interleaved and reported as medians (shared machines are noisy)."""
+"""Inference benchmarks of deployed networks, every baseline measured in the same run: the float networks a
+deployer would pick instead (any timm models, at the same input), optionally the float-simulated network, and per
+binary layer the measured peak of this CPU's popcount core and torch's best float conv of the same shape.
+Timings are interleaved and reported as medians (shared machines are noisy)."""
 from __future__ import annotations
 
 import statistics
@@ -9,12 +10,16 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .deploy import DeployedBNASNet, PackedBinaryConv, deploy, insert_zero_channels, resident_weight_bytes
 
-__all__ = ['ModelBench', 'LayerBench', 'bench_model', 'bench_layers', 'bench_conv_shape', 'format_model_benches',
-           'format_layer_benches']
+__all__ = ['DEFAULT_BASELINES', 'NetworkTiming', 'Agreement', 'LayerBench', 'popcount_peak', 'bench_networks',
+           'bench_model', 'bench_layers', 'bench_conv_shape', 'format_network_timings', 'format_layer_benches']
+
+#: the float networks a deployer would weigh a binary network against (timm names)
+DEFAULT_BASELINES = ('resnet18', 'mobilenetv3_small_050')
 
 
 def _medians(fns: Sequence[Callable[[], object]], repeats: int, warmup: int = 2) -> List[float]:
@@ -32,152 +37,224 @@ def _medians(fns: Sequence[Callable[[], object]], repeats: int, warmup: int = 2)
     return [statistics.median(t) for t in times]
 
 
+def weight_bytes(module: nn.Module) -> int:
+    """Bytes of a network's parameters and buffers (a deployed network: its packed resident weights)."""
+    return resident_weight_bytes(module)
+
+
+def popcount_peak(level: str = '', seconds: float = 0.2, tries: int = 5) -> float:
+    """The measured peak of the binary inner loop on one core (binary multiply-adds per second, the best of
+    ``tries`` runs of ``seconds`` of CPU time each): operands pre-packed in L1, no packing, no im2col, no
+    output. ``level``: an instruction-set level of :func:`bnas_zoo.kernels.cpu_isa_levels` ('' = the one in
+    use). 0.0 without the compiled kernels."""
+    from . import kernels
+    if kernels.backend() != 'compiled':
+        return 0.0
+    return max(torch.ops.bnas_zoo_kernels.popcount_peak(level, seconds) for _ in range(tries))
+
+
 @dataclass
-class ModelBench:
+class NetworkTiming:
+    """One network at one batch size and thread count."""
     name: str
+    kind: str  # 'deployed', 'float-simulated' or 'baseline'
     batch: int
     threads: int
     input_size: Tuple[int, int, int]
-    float_ms: float
-    deployed_ms: float
-    resnet18_ms: float
+    ms: float
+    weight_bytes: int
+
+    @property
+    def images_per_second(self) -> float:
+        return self.batch / (self.ms / 1e3)
+
+
+@dataclass
+class Agreement:
+    """Deployed against float-simulated logits on one batch."""
+    name: str
     max_diff: float
     max_logit: float
-    weight_bytes: int
-    untrained_bn: bool = False
+    same_argmax: int
+    total: int
 
-    @property
-    def speedup(self) -> float:
-        return self.float_ms / self.deployed_ms
 
-    @property
-    def vs_resnet18(self) -> float:
-        return self.resnet18_ms / self.deployed_ms
+def bench_networks(nets: Dict[str, Tuple[str, nn.Module]], input_size: Tuple[int, int, int], batches: Sequence[int],
+                   threads: Sequence[int], repeats: int = 10, seed: int = 0) -> List[NetworkTiming]:
+    """Time every network of ``nets`` (label -> (kind, module)) on the same random input, interleaved, for each
+    batch size and thread count."""
+    rows: List[NetworkTiming] = []
+    gen = torch.Generator().manual_seed(seed)
+    previous = torch.get_num_threads()
+    try:
+        for batch in batches:
+            x = torch.randn(batch, *input_size, generator=gen)
+            for n_threads in threads:
+                torch.set_num_threads(n_threads)
+                mods = list(nets.items())
+                times = _medians([lambda m=m: m(x) for _, (_, m) in mods], repeats)
+                rows += [NetworkTiming(label, kind, batch, n_threads, tuple(input_size), t * 1e3, weight_bytes(m))
+                         for (label, (kind, m)), t in zip(mods, times)]
+    finally:
+        torch.set_num_threads(previous)
+    return rows
+
+
+def agreement(model: nn.Module, fast: DeployedBNASNet, name: str, input_size: Tuple[int, int, int],
+              batch: int = 8, seed: int = 0) -> Agreement:
+    x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        ref, out = model.eval()(x), fast(x)
+    return Agreement(name, (out - ref).abs().max().item(), ref.abs().max().item(),
+                     int((out.argmax(1) == ref.argmax(1)).sum()), batch)
+
+
+def bench_model(model: nn.Module, name: str, batches: Sequence[int] = (1,), threads: Sequence[int] = (2,),
+                repeats: int = 10, input_size: Optional[Tuple[int, int, int]] = None,
+                baselines: Sequence[str] = DEFAULT_BASELINES, float_simulated: bool = False,
+                fast: Optional[DeployedBNASNet] = None) -> Tuple[List[NetworkTiming], Agreement]:
+    """Time the deployed form of ``model`` (``fast``, or ``deploy(model)``) against timm's ``baselines`` (fresh
+    float networks: weights do not change their speed) at the same input size, and optionally the
+    float-simulated ``model``; also its agreement with the float-simulated network."""
+    import timm
+    model = model.eval()
+    fast = fast if fast is not None else deploy(model)
+    size = tuple(input_size or model.pretrained_cfg.get('input_size', (3, 224, 224)))
+    nets: Dict[str, Tuple[str, nn.Module]] = {f'{name} (deployed)': ('deployed', fast)}
+    if float_simulated:
+        nets[f'{name} (float-simulated)'] = ('float-simulated', model)
+    for b in baselines:
+        if b not in nets:
+            nets[b] = ('baseline', timm.create_model(b, in_chans=size[0]).eval())
+    return bench_networks(nets, size, batches, threads, repeats), agreement(model, fast, name, size)
 
 
 @dataclass
 class LayerBench:
     name: str
     shape: str
-    binary_ms: float
+    macs: int
+    pack_ms: float
+    total_ms: float
     float_ms: float
-    gops: float
+    peak: float  # binary multiply-adds per second of the popcount core (same run)
+
+    @property
+    def gmacs(self) -> float:
+        return self.macs / (self.total_ms / 1e3) / 1e9
+
+    @property
+    def peak_fraction(self) -> float:
+        """The layer's rate, BatchNorm-sign-pack included, as a fraction of the peak."""
+        return self.macs / (self.total_ms / 1e3) / self.peak if self.peak else float('nan')
+
+    @property
+    def conv_peak_fraction(self) -> float:
+        """The same without the BatchNorm-sign-pack."""
+        conv = max(self.total_ms - self.pack_ms, 1e-9)
+        return self.macs / (conv / 1e3) / self.peak if self.peak else float('nan')
 
     @property
     def ratio(self) -> float:
-        return self.float_ms / self.binary_ms
+        return self.float_ms / self.total_ms
 
 
-def bench_model(model: torch.nn.Module, name: str, batch: int = 1, threads: int = 2, repeats: int = 10,
-                input_size: Optional[Tuple[int, int, int]] = None, baseline: bool = True,
-                fast: Optional[DeployedBNASNet] = None) -> ModelBench:
-    """Time ``model`` (eval, float-simulated), its deployed form (``fast``, or ``deploy(model)``) and resnet18
-    at the same input size."""
-    import timm
-    model = model.eval()
-    fast = fast if fast is not None else deploy(model)
-    size = tuple(input_size or model.pretrained_cfg.get('input_size', (3, 224, 224)))
-    x = torch.randn(batch, *size)
+def _profile_layer(conv: PackedBinaryConv, x: torch.Tensor, repeats: int) -> Tuple[float, float]:
+    """Median (pack seconds, total seconds) of one layer, from the kernels' own clock."""
+    x = insert_zero_channels(x, conv.in_pad).contiguous(memory_format=torch.channels_last)
+    args = (x, conv.scale, conv.shift, conv.wbits, conv.wmask, conv.wcounts, conv.alpha, conv.int_bias,
+            conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.relu)
+    profile = torch.ops.bnas_zoo_kernels.binary_conv2d_profile
+    for _ in range(2):
+        profile(*args)
+    samples = [profile(*args) for _ in range(repeats)]
+    return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
+
+
+def _bench_layer(name: str, conv: PackedBinaryConv, x: torch.Tensor, threads: int, repeats: int,
+                 peak: float, float_baseline: bool = True) -> LayerBench:
+    k, s, p, d = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    xf = insert_zero_channels(x, conv.in_pad).contiguous()
+    n, c, h, wd = xf.shape
+    oh, ow = (h + 2 * p - d * (k - 1) - 1) // s + 1, (wd + 2 * p - d * (k - 1) - 1) // s + 1
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with torch.inference_mode():
-            ref, out = model(x), fast(x)
-        fns = [lambda: model(x), lambda: fast(x)]
-        if baseline:
-            resnet = timm.create_model('resnet18', num_classes=1000).eval()
-            fns.append(lambda: resnet(x))
-        times = _medians(fns, repeats)
+        pack_s, total_s = _profile_layer(conv, x, repeats)
+        float_s = float('nan')
+        if float_baseline:  # torch's float conv of the same shape, contiguous or channels-last, the faster
+            w = torch.randn(conv.out_channels, c, k, k)
+            w_cl, x_cl = w.contiguous(memory_format=torch.channels_last), xf.contiguous(memory_format=torch.channels_last)
+            float_s = min(_medians([lambda: F.conv2d(xf, w, None, s, p, d),
+                                    lambda: F.conv2d(x_cl, w_cl, None, s, p, d)], repeats))
     finally:
         torch.set_num_threads(previous)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) and m.running_mean is not None]
-    untrained = all(bool((m.running_mean == 0).all() and (m.running_var == 1).all()) for m in bns)
-    return ModelBench(name, batch, threads, size, times[0] * 1e3, times[1] * 1e3,
-                      times[2] * 1e3 if baseline else float('nan'),
-                      (out - ref).abs().max().item(), ref.abs().max().item(), resident_weight_bytes(fast), untrained)
+    shape = f'{c}->{conv.out_channels} {k}x{k} s{s} d{d} @{h}x{wd}'
+    macs = n * oh * ow * conv.out_channels * c * k * k
+    return LayerBench(name, shape, macs, pack_s * 1e3, total_s * 1e3, float_s * 1e3, peak)
 
 
 def bench_conv_shape(cin: int, cout: int, hw: int, k: int = 3, stride: int = 1, dilation: int = 1, batch: int = 1,
-                     threads: int = 1, repeats: int = 20) -> LayerBench:
-    """One binary conv (BatchNorm-sign-pack included) against torch's best float conv of the same shape."""
+                     threads: int = 1, repeats: int = 20, peak: Optional[float] = None) -> LayerBench:
+    """One binary conv (BatchNorm-sign-pack included) against the popcount peak and torch's best float conv of
+    the same shape."""
     gen = torch.Generator().manual_seed(0)
     pad = dilation * (k - 1) // 2
     sign = (torch.randint(0, 2, (cout, cin, k, k), generator=gen) * 2 - 1).to(torch.int8)
-    conv = PackedBinaryConv(sign, torch.rand(cout, generator=gen), torch.ones(cin), torch.zeros(cin), stride, pad,
-                            dilation)
+    shift = torch.randn(cin, generator=gen) * 0.1  # a BatchNorm as training leaves it: no exact zeros
+    conv = PackedBinaryConv(sign, torch.rand(cout, generator=gen), torch.rand(cin, generator=gen) + 0.5, shift,
+                            stride, pad, dilation)
     return _bench_layer(f'{cin}->{cout} {k}x{k}', conv, torch.randn(batch, cin, hw, hw, generator=gen), threads,
-                        repeats)
+                        repeats, popcount_peak() if peak is None else peak)
 
 
-def _bench_layer(name: str, conv: PackedBinaryConv, x: torch.Tensor, threads: int, repeats: int) -> LayerBench:
-    k, s, p, d = conv.kernel_size, conv.stride, conv.padding, conv.dilation
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    # the float baseline sees the channels the binary conv computes on
-    x = insert_zero_channels(x, conv.in_pad).contiguous()
-    w = torch.randn(conv.out_channels, x.shape[1], k, k)
-    w_cl = w.contiguous(memory_format=torch.channels_last)
-    xf_cl = x.contiguous(memory_format=torch.channels_last)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        t_bin, t_f, t_fcl = _medians([
-            lambda: conv(x_cl),
-            lambda: F.conv2d(x, w, None, s, p, d),
-            lambda: F.conv2d(xf_cl, w_cl, None, s, p, d),
-        ], repeats)
-    finally:
-        torch.set_num_threads(previous)
-    n, _, h, wd = x.shape
-    oh, ow = (h + 2 * p - d * (k - 1) - 1) // s + 1, (wd + 2 * p - d * (k - 1) - 1) // s + 1
-    ops = 2 * n * oh * ow * conv.out_channels * x.shape[1] * k * k
-    shape = f'{x.shape[1]}->{conv.out_channels} {k}x{k} s{s} d{d} @{h}x{wd}'
-    return LayerBench(name, shape, t_bin * 1e3, min(t_f, t_fcl) * 1e3, ops / t_bin / 1e9)
-
-
-def bench_layers(model: torch.nn.Module, batch: int = 1, threads: int = 1, repeats: int = 10,
-                 input_size: Optional[Tuple[int, int, int]] = None,
-                 fast: Optional[DeployedBNASNet] = None) -> List[LayerBench]:
-    """Every packed binary conv of the deployed model (``fast``, or ``deploy(model)``) at the shapes of one
-    forward pass."""
-    fast = fast if fast is not None else deploy(model.eval())
-    size = tuple(input_size or model.pretrained_cfg.get('input_size', (3, 224, 224)))
-    inputs: Dict[str, torch.Tensor] = {}
-    hooks = []
-    for name, m in fast.named_modules():
-        if isinstance(m, PackedBinaryConv):
-            hooks.append(m.register_forward_pre_hook(lambda mod, args, name=name: inputs.setdefault(name, args[0])))
+def bench_layers(fast: DeployedBNASNet, input_size: Tuple[int, int, int], batch: int = 1, threads: int = 1,
+                 repeats: int = 10, peak: Optional[float] = None, float_baseline: bool = True) -> List[LayerBench]:
+    """Every packed binary conv of a deployed network at the shapes of one forward pass, in program order."""
+    from .program import run_program_reference
+    inputs: List[torch.Tensor] = []
     with torch.inference_mode():
-        fast(torch.randn(batch, *size))
-    for h in hooks:
-        h.remove()
-    modules = dict(fast.named_modules())
-    return [_bench_layer(name, modules[name], x.clone(), threads, repeats) for name, x in inputs.items()]
+        run_program_reference(torch.randn(batch, *input_size), fast.program_params(), fast.code,
+                              on_binary=lambda i, x: inputs.append(x.clone()))
+    names = {id(m): n for n, m in fast.named_modules()}
+    peak = popcount_peak() if peak is None else peak
+    return [_bench_layer(names[id(m)], m, x, threads, repeats, peak, float_baseline)
+            for m, x in zip(fast.binary_layers, inputs)]
 
 
-def format_model_benches(rows: Sequence[ModelBench]) -> str:
-    head = (f"{'model':<12} {'batch':>5} {'thr':>3} {'input':>9} {'float-sim ms':>12} {'deployed ms':>11} "
-            f"{'speed-up':>8} {'resnet18 ms':>11} {'vs resnet18':>11} {'max |diff|':>10} {'weights MB':>10}")
+def format_network_timings(rows: Sequence[NetworkTiming], agreements: Sequence[Agreement] = ()) -> str:
+    head = (f"{'network':<34} {'batch':>5} {'thr':>3} {'input':>9} {'ms':>9} {'img/s':>9} {'weights MB':>10}  "
+            f"{'vs deployed':>11}")
     lines = [head]
+    deployed: Dict[Tuple[int, int], float] = {}
+    for r in rows:
+        if r.kind == 'deployed':
+            deployed.setdefault((r.batch, r.threads), r.ms)
     for r in rows:
         size = f'{r.input_size[1]}x{r.input_size[2]}'
-        lines.append(f'{r.name:<12} {r.batch:>5} {r.threads:>3} {size:>9} {r.float_ms:>12.2f} {r.deployed_ms:>11.2f} '
-                     f'{r.speedup:>7.2f}x {r.resnet18_ms:>11.2f} {r.vs_resnet18:>10.2f}x {r.max_diff:>10.2e} '
-                     f'{r.weight_bytes / 1e6:>10.2f}')
-    lines.append('speed-up: float-simulated / deployed; vs resnet18: timm resnet18 (float, same input) / deployed; '
-                 'max |diff|: deployed vs float-simulated logits')
-    if any(r.untrained_bn for r in rows):
-        lines.append('note: untrained weights (BatchNorm statistics at their initial values). There, many binary '
-                     'conv sums are exactly 0 and BatchNorm maps 0 to 0; the float simulation computes such a sum '
-                     'with rounding noise (a sum of +-alpha terms) that sign() then turns into +-1, while the '
-                     'deployed network keeps the exact 0. Trained weights agree to float rounding.')
+        ref = deployed.get((r.batch, r.threads))
+        rel = '' if r.kind == 'deployed' or ref is None else f'{r.ms / ref:.2f}x'
+        lines.append(f'{r.name:<34} {r.batch:>5} {r.threads:>3} {size:>9} {r.ms:>9.2f} {r.images_per_second:>9.1f} '
+                     f'{r.weight_bytes / 1e6:>10.2f}  {rel:>11}')
+    lines.append('ms: median latency of one batch; vs deployed: that network\'s latency / the deployed network\'s '
+                 '(above 1: the deployed network is faster); weights: resident parameters and buffers (the deployed '
+                 'network holds its binary weights as packed bits)')
+    for a in agreements:
+        lines.append(f'{a.name}: deployed vs float-simulated logits on {a.total} random images: max |diff| '
+                     f'{a.max_diff:.2e} (largest logit {a.max_logit:.2f}), same class for {a.same_argmax}/{a.total}')
     return '\n'.join(lines)
 
 
 def format_layer_benches(rows: Sequence[LayerBench]) -> str:
-    lines = [f"{'layer':<28} {'shape':<30} {'binary ms':>9} {'GOPS':>7} {'best float ms':>13} {'ratio':>7}"]
+    peak = rows[0].peak if rows else 0.0
+    lines = [f'popcount peak (this CPU, one core, measured now): {peak / 1e9:.0f} G binary multiply-adds/s',
+             f"{'layer':<30} {'shape':<32} {'ms':>7} {'pack ms':>7} {'GMAC/s':>7} {'% peak':>6} {'conv only':>9} "
+             f"{'float ms':>8} {'vs float':>8}"]
     for r in rows:
-        lines.append(f'{r.name:<28} {r.shape:<30} {r.binary_ms:>9.3f} {r.gops:>7.0f} {r.float_ms:>13.3f} '
-                     f'{r.ratio:>6.2f}x')
-    lines.append('GOPS: effective binary ops (2 x MACs) per second; best float: torch conv2d, contiguous or '
-                 'channels-last, whichever is faster; ratio: best float / binary')
+        lines.append(f'{r.name:<30} {r.shape:<32} {r.total_ms:>7.3f} {r.pack_ms:>7.3f} {r.gmacs:>7.0f} '
+                     f'{100 * r.peak_fraction:>5.0f}% {100 * r.conv_peak_fraction:>8.0f}% {r.float_ms:>8.3f} '
+                     f'{r.ratio:>7.2f}x')
+    lines.append('ms: the layer (BatchNorm-sign-pack included); % peak: its binary multiply-adds per second as a '
+                 'fraction of the popcount peak (conv only: without the pack); float ms: torch\'s best float conv of '
+                 'the same shape (contiguous or channels-last); vs float: float ms / ms')
     return '\n'.join(lines)

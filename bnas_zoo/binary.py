@@ -28,19 +28,29 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from typing import Iterator
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kernels import training as fast_training
-
 __all__ = [
     'sign_ste', 'sign_ste_reference', 'xnor_weight', 'xnor_weight_reference', 'xnor_alpha', 'center_clamp',
     'scale_grad', 'BinaryConv2d', 'BinaryConvBlock', 'BinarySepConvBlock', 'binary_convs', 'binary_param_names', 'project_latent_',
-    'attach_latent_projection', 'ensure_latent_projection',
+    'attach_latent_projection', 'ensure_latent_projection', 'register_fast_training_path',
 ]
+
+#: (applies(x, bn, conv), run(x, bn, conv, zero_tail)) of a faster computation of a training-mode
+#: BinaryConvBlock, installed by whoever provides one (``bnas_zoo.kernels.training``, which ``import bnas_zoo``
+#: loads): the layers know no fast path, the fast path knows the layers
+_FAST_TRAINING_PATH: Optional[Tuple[Callable[..., bool], Callable[..., torch.Tensor]]] = None
+
+
+def register_fast_training_path(applies: Callable[..., bool], run: Callable[..., torch.Tensor]) -> None:
+    """Install the fast training computation of :class:`BinaryConvBlock` (``None, None`` removes it):
+    ``applies(x, bn, conv)`` decides per call, ``run(x, bn, conv, zero_tail)`` computes the block."""
+    global _FAST_TRAINING_PATH
+    _FAST_TRAINING_PATH = None if applies is None else (applies, run)
 
 
 def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -217,9 +227,9 @@ class BinaryConv2d(nn.Conv2d):
 class BinaryConvBlock(nn.Module):
     """BatchNorm -> sign -> conv (zero padding on the signed input) -> ReLU: every binary op of BNAS.
 
-    Training on channels-last float32 CPU activations runs the fast path (``bnas_zoo.kernels.training``: packed
-    XNOR kernels, exact convolution sums); everything else computes the float simulation, the release's
-    computation bit for bit.
+    Training on channels-last float32 CPU activations runs the fast path where one is installed
+    (:func:`register_fast_training_path`; ``bnas_zoo.kernels.training``: packed XNOR kernels, exact convolution
+    sums); everything else computes the float simulation, the release's computation bit for bit.
     """
 
     def __init__(
@@ -244,8 +254,9 @@ class BinaryConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():  # (TorchScript compiles the float simulation only)
-            if self.training and fast_training.applies(x, self.bn, self.conv):
-                return fast_training.xnor_conv_block(x, self.bn, self.conv, self.zero_tail)
+            fast = _FAST_TRAINING_PATH
+            if self.training and fast is not None and fast[0](x, self.bn, self.conv):
+                return fast[1](x, self.bn, self.conv, self.zero_tail)
         if self.zero_tail:
             x = F.pad(x, [0, 0, 0, 0, 0, self.zero_tail])
         return F.relu(self.conv(self.bn(x)), inplace=True)  # the conv output is fresh: safe in place

@@ -6,6 +6,7 @@ import json
 import sys
 from typing import List, Optional
 
+from .bench import DEFAULT_BASELINES
 from .errors import BnasError, run_cli
 
 EPILOG = """examples:
@@ -14,7 +15,7 @@ EPILOG = """examples:
   bnas-zoo profile bnas_custom --genotype cell.json --cells 8 --channels 16 --stem cifar
   bnas-zoo convert-official model_best.pth.tar --model bnas_d --output weights/bnas_d
   bnas-zoo publish weights/bnas_d --repo-id my-org/bnas_d.in1k --dry-run --output publish/bnas_d
-  bnas-zoo bench bnas_d bnas_a --batch-size 1 8 --threads 1 2   # deployed (packed-bit) inference speed
+  bnas-zoo bench bnas_d --batch-size 1 8 --threads 1 2   # deployed inference vs resnet18, mobilenetv3_small_050
   bnas-zoo export local-dir:weights/bnas_d --format onnx --output bnas_d.onnx   # runs without bnas_zoo
   bnas-zoo draw bnas_cifar --output cells.svg  # the cells of a genotype or model as SVG or PNG
   bnas-zoo timm validate.py --model bnas_mini ...   # one of timm's scripts, with the bnas models registered
@@ -203,29 +204,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
     from . import kernels
-    from .bench import bench_layers, bench_model, format_layer_benches, format_model_benches
+    from .bench import bench_layers, bench_model, format_layer_benches, format_network_timings, popcount_peak
+    from .exactness import calibrate_batchnorm, is_uncalibrated
     from .deploy import deploy
     backend = kernels.backend()
     print(f'kernels: {backend}' + (f' ({kernels.cpu_isa()}; this CPU supports {", ".join(kernels.cpu_isa_levels())})'
                                    if backend == 'compiled' else f' ({kernels.build_error()})'), flush=True)
-    rows = []
+    for b in args.baseline:
+        if b.split(':')[0] not in ('hf-hub', 'local-dir') and not _timm_name(b):
+            raise BnasError(f'--baseline {b}: not a timm model name (see timm.list_models())')
+    rows, agreements, notes = [], [], []
     for name in args.models:
-        model = _create(name, args).eval()
+        hub_or_dir = name.startswith(('local-dir:', 'hf-hub:'))
+        model = _create(name, args, pretrained=hub_or_dir).eval()  # a folder or Hub model with its weights
+        size = (model.in_chans, args.input_size, args.input_size) if args.input_size else \
+            tuple(model.pretrained_cfg.get('input_size', (3, 224, 224)))
+        if is_uncalibrated(model):  # fresh weights: BatchNorm statistics as training would leave them
+            calibrate_batchnorm(model, [torch.randn(8, *size, generator=torch.Generator().manual_seed(i))
+                                        for i in range(2)])
+            notes.append(f'{name}: untrained weights; BatchNorm statistics calibrated on random inputs (a fresh '
+                         f'network\'s identity BatchNorms would send exact zeros to every sign, which trained '
+                         f'networks do not)')
         fast = deploy(model)  # once per model, for every measurement
-        size = (model.in_chans, args.input_size, args.input_size) if args.input_size else None
-        for batch in args.batch_size:
-            for threads in args.threads:
-                rows.append(bench_model(model, name, batch=batch, threads=threads, repeats=args.repeats,
-                                        input_size=size, fast=fast))
-                print(f'measured {name} batch {batch}, {threads} thread(s)', flush=True)
+        timings, agree = bench_model(model, name, args.batch_size, args.threads, args.repeats, size,
+                                     baselines=args.baseline, float_simulated=args.float_sim, fast=fast)
+        rows += timings
+        agreements.append(agree)
+        print(f'measured {name}', flush=True)
         if args.layers:
+            peak = popcount_peak()
             print(f'\n{name}: per binary layer, batch {args.batch_size[0]}, {args.threads[0]} thread(s)')
-            print(format_layer_benches(bench_layers(model, batch=args.batch_size[0], threads=args.threads[0],
-                                                    repeats=args.repeats, input_size=size, fast=fast)), flush=True)
+            print(format_layer_benches(bench_layers(fast, size, batch=args.batch_size[0], threads=args.threads[0],
+                                                    repeats=args.repeats, peak=peak)), flush=True)
     print()
-    print(format_model_benches(rows))
+    print(format_network_timings(rows, agreements))
+    for note in notes:
+        print('note: ' + note)
     return 0
+
+
+def _timm_name(name: str) -> bool:
+    import timm
+    return bool(timm.list_models(name)) or name.split('.')[0] in timm.list_models()
 
 
 def cmd_draw(args: argparse.Namespace) -> int:
@@ -371,19 +394,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser(
-        'bench', help='time deployed (packed-bit) inference against the float-simulated network and resnet18',
-        description='For each model, batch size and thread count: the float-simulated eager time, the deployed '
-                    '(bnas_zoo.deploy, packed-bit kernels) time, their ratio, timm resnet18 in float at the same '
-                    'input size, the largest logit difference between the two forms, and the deployed resident '
-                    'weight memory. Medians of interleaved runs. --layers adds a per-layer table: each binary '
-                    "conv's effective GOPS and torch's best float conv of the same shape.")
-    p.add_argument('models', nargs='+', metavar='MODEL',
-                   help=MODEL_HELP)
-    p.add_argument('--batch-size', '-b', type=int, nargs='+', default=[1], help='batch sizes (default: 1)')
-    p.add_argument('--batch', dest='batch_size', type=int, nargs='+', help=argparse.SUPPRESS)
+        'bench', help='time deployed (packed-bit) inference against the float networks you would use instead',
+        description='For each model, batch size and thread count: the latency and throughput of the deployed '
+                    'network (bnas_zoo.deploy, packed-bit kernels) and of each --baseline (timm float networks at '
+                    'the same input size, timed in the same loop), and the weight bytes each holds. Medians of '
+                    'interleaved runs: run it on an otherwise idle machine. A model with untrained weights gets '
+                    'BatchNorm statistics calibrated on random inputs first (trained networks have them). '
+                    '--layers adds a table of every binary layer: its time, BatchNorm-sign-pack included and '
+                    'separately, as a fraction of the measured peak of this CPU\'s popcount core, and against '
+                    'torch\'s best float conv of the same shape.')
+    p.add_argument('models', nargs='+', metavar='MODEL', help=MODEL_HELP)
+    p.add_argument('--baseline', nargs='*', default=list(DEFAULT_BASELINES), metavar='NAME',
+                   help='timm models to time in the same loop (default: %(default)s; none: --baseline with no name)')
+    p.add_argument('--batch-size', '-b', type=int, nargs='+', default=[1], metavar='N',
+                   help='batch sizes (default: 1)')
     p.add_argument('--threads', type=int, nargs='+', default=[2], help='torch intra-op threads (default: 2)')
     p.add_argument('--repeats', type=int, default=10, help='timed runs per measurement (default: 10)')
-    p.add_argument('--layers', action='store_true', help='also print the per-layer table (first batch and thread count)')
+    p.add_argument('--float-sim', action='store_true',
+                   help='also time the float-simulated network (the model as trained, in eval mode)')
+    p.add_argument('--layers', action='store_true',
+                   help='also print the per-layer table (at the first batch size and thread count)')
     p.add_argument('--input-size', type=int, help=INPUT_SIZE_HELP)
     _add_custom_model_args(p, layers_alias=False)
     p.set_defaults(func=cmd_bench)

@@ -165,9 +165,8 @@ def test_weight_kernels(shape):
     assert torch.allclose(wp, center_clamp(w), atol=1e-6)
     assert torch.allclose(alpha, xnor_alpha(center_clamp(w)).flatten(), rtol=1e-5)
     for signs in (torch.sign(wp), torch.sign(wp) * (torch.rand(shape) > 0.1)):  # with and without zero weights
-        bits, mask = torch.ops.bnas_zoo_kernels.pack_weight_signs(signs)
-        ref_bits, ref_mask = pack_weight_words(signs)
-        assert torch.equal(bits, ref_bits) and torch.equal(mask, ref_mask)
+        for got, ref in zip(torch.ops.bnas_zoo_kernels.pack_binary_weights(signs), pack_weight_words(signs)):
+            assert torch.equal(got, ref)
     g = torch.randn(*shape)
     got = torch.ops.bnas_zoo_kernels.xnor_weight_backward(wp, alpha, g)
     assert _rel(got, xnor_weight_grad(w, g)) < 1e-5

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -16,21 +18,42 @@ from .reference import binary_conv2d_reference
 __all__ = ['backend', 'build_error', 'cpu_isa', 'cpu_isa_levels', 'ensure_loaded', 'use_isa']
 
 CSRC = Path(__file__).resolve().parent / 'csrc'
-SOURCES = ['ops.cpp', 'train_ops.cpp', 'bconv_generic.cpp', 'bconv_avx2.cpp', 'bconv_avx512.cpp', 'bconv_avx512vp.cpp']
+#: the portable sources, built everywhere; and the x86-64 instruction-set files, built only there
+SOURCES = ['ops.cpp', 'program.cpp', 'train_ops.cpp', 'bconv_generic.cpp']
+X86_SOURCES = ['bconv_avx2.cpp', 'bconv_avx512.cpp', 'bconv_avx512vp.cpp']
 #: set to 1 to make a failed build an error instead of a fallback to the reference (CI sets it)
 REQUIRE_ENV = 'BNAS_ZOO_REQUIRE_KERNELS'
 #: set to 1 to skip the build and run the reference implementation
 DISABLE_ENV = 'BNAS_ZOO_DISABLE_KERNELS'
+#: set to 1 to build the portable kernels alone (as on a CPU that is not x86-64), e.g. to test them
+PORTABLE_ENV = 'BNAS_ZOO_PORTABLE_KERNELS'
+#: 0 or 1: build without / with OpenMP (default: with, except on macOS); without, the kernels use one thread
+OPENMP_ENV = 'BNAS_ZOO_OPENMP'
 
 _lib = torch.library.Library('bnas_zoo', 'FRAGMENT')
 _lib.define(
-    'binary_conv2d(Tensor x, Tensor scale, Tensor shift, Tensor wbits, Tensor wmask, Tensor alpha, '
+    'binary_conv2d(Tensor x, Tensor scale, Tensor shift, Tensor wbits, Tensor wmask, Tensor wcounts, Tensor alpha, '
     'Tensor int_bias, int out_channels, int kernel_size, int stride, int padding, int dilation, bool relu, '
     'Tensor? residual=None) -> Tensor')
 
 
+_lib.define('run_program(Tensor x, Tensor[] params, int[] code, int out_channels, int out_stride) -> Tensor')
+
+
+@torch.library.register_fake('bnas_zoo::run_program', lib=_lib)
+def _run_program_fake(x, params, code, out_channels, out_stride):
+    n, _, h, w = x.shape
+    return x.new_empty((n, out_channels, -(-h // out_stride), -(-w // out_stride))).contiguous(
+        memory_format=torch.channels_last)
+
+
+def _run_program_reference(x, params, code, out_channels, out_stride):
+    from ..program import run_program_reference
+    return run_program_reference(x, params, code)
+
+
 @torch.library.register_fake('bnas_zoo::binary_conv2d', lib=_lib)
-def _binary_conv2d_fake(x, scale, shift, wbits, wmask, alpha, int_bias, out_channels, kernel_size, stride, padding,
+def _binary_conv2d_fake(x, scale, shift, wbits, wmask, wcounts, alpha, int_bias, out_channels, kernel_size, stride, padding,
                         dilation, relu, residual=None):
     n, _, h, w = x.shape
     oh = (h + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
@@ -42,18 +65,33 @@ _state = {'backend': None, 'error': None}
 _lock = threading.Lock()
 
 
+def _is_x86_64() -> bool:
+    return platform.machine().lower() in ('x86_64', 'amd64', 'x64')
+
+
+def _openmp() -> bool:
+    """Whether to build with OpenMP: yes, except on macOS, whose clang has no OpenMP without libomp
+    (BNAS_ZOO_OPENMP=0 or 1 decides instead)."""
+    env = os.environ.get(OPENMP_ENV)
+    return env == '1' if env in ('0', '1') else sys.platform != 'darwin'
+
+
 def _build() -> None:
     import logging
     # a CPU-only machine with a CUDA build of torch: cpp_extension logs a CUDA_HOME notice that does not apply
     logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)
     from torch.utils.cpp_extension import load
+    portable = os.environ.get(PORTABLE_ENV) == '1' or not _is_x86_64()
+    flags = ['-O3', '-ffp-contract=off', '-fno-math-errno'] + (['-DBNAS_PORTABLE_ONLY'] if portable else [])
+    # -fopenmp: at::parallel_for is inline OpenMP code (torch's intra-op pool); the extension links to the
+    # libgomp.so.1 that torch has already loaded, so torch.set_num_threads applies to the kernels. A compiler
+    # without OpenMP builds them single-threaded.
+    omp = ['-fopenmp'] if _openmp() else []
     load(
-        name='bnas_zoo_kernels',
-        sources=[str(CSRC / s) for s in SOURCES],
-        # -fopenmp: at::parallel_for is inline OpenMP code (torch's intra-op pool); the extension links to the
-        # libgomp.so.1 that torch has already loaded, so torch.set_num_threads applies to the kernels
-        extra_cflags=['-O3', '-ffp-contract=off', '-fno-math-errno', '-fopenmp'],
-        extra_ldflags=['-fopenmp'],
+        name='bnas_zoo_kernels_portable' if portable else 'bnas_zoo_kernels',
+        sources=[str(CSRC / s) for s in SOURCES + ([] if portable else X86_SOURCES)],
+        extra_cflags=flags + omp,
+        extra_ldflags=omp,
         extra_include_paths=[str(CSRC)],
         is_python_module=False,
         verbose=os.environ.get('BNAS_ZOO_VERBOSE_BUILD') == '1',
@@ -83,6 +121,7 @@ def ensure_loaded() -> str:
             _state['backend'] = 'compiled'
         else:
             _lib.impl('binary_conv2d', binary_conv2d_reference, 'CPU')
+            _lib.impl('run_program', _run_program_reference, 'CPU')
             _state['backend'], _state['error'] = 'reference', error
             warnings.warn(f'bnas_zoo: compiled binary kernels unavailable ({error}); deployed networks run the '
                           f'pure-PyTorch reference instead (same outputs, much slower) and training computes the '

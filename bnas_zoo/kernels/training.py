@@ -24,6 +24,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..binary import center_clamp, register_fast_training_path, sign_ste, xnor_alpha, xnor_weight
 from . import ops
 
 __all__ = ['xnor_conv_block', 'xnor_conv_block_reference', 'batch_stats_reference', 'fast_path_available']
@@ -111,7 +112,6 @@ def xnor_conv_block_reference(x: torch.Tensor, bn: torch.nn.BatchNorm2d, conv: t
     """What :func:`xnor_conv_block` computes, in plain PyTorch ops (the tests hold the op to it): the float
     simulation (BatchNorm, straight-through sign, XNOR weight with the release's gradient, ReLU) with the
     convolution's sum exact: conv of the signs with sign(W) (integer sums), times alpha."""
-    from ..binary import center_clamp, sign_ste, xnor_alpha, xnor_weight
     a = sign_ste(bn(F.pad(x, [0, 0, 0, 0, 0, zero_tail])))
     geometry = (conv.stride, conv.padding, conv.dilation)
     wp = center_clamp(conv.weight.detach())
@@ -137,3 +137,6 @@ def applies(x: torch.Tensor, bn: torch.nn.BatchNorm2d, conv: torch.nn.Conv2d) ->
     if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return False
     return fast_path_available()
+
+
+register_fast_training_path(applies, xnor_conv_block)

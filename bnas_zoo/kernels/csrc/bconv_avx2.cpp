@@ -1,4 +1,5 @@
-// AVX2 kernels: 4 x 64-bit lanes, popcount by nibble lookup (vpshufb) and vpsadbw.
+// AVX2 kernels: 4 x 64-bit lanes, popcount by nibble lookup (vpshufb) into byte counters, summed per 64-bit
+// lane (vpsadbw) every 31 words.
 #pragma GCC target("avx2,popcnt")
 #include <immintrin.h>
 
@@ -9,22 +10,28 @@ namespace avx2 {
 
 struct Simd {
   typedef __m256i V;
-  enum { LANES = 4, PIX = 2 };
+  typedef __m256i A;
+  enum { LANES = 4, NP = 2, FLUSH = 31 };
   static inline V zero() { return _mm256_setzero_si256(); }
   static inline V load(const uint64_t* p) { return _mm256_loadu_si256((const __m256i*)p); }
   static inline V bcast(uint64_t x) { return _mm256_set1_epi64x((long long)x); }
-  static inline void store(int64_t* p, V v) { _mm256_storeu_si256((__m256i*)p, v); }
-  static inline V xor_and(V s, V w, V m) { return _mm256_and_si256(_mm256_xor_si256(s, w), m); }
+  static inline void store32(int32_t* p, V v) {  // the low halves of the four 64-bit lanes
+    const __m256i lo = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+    _mm_storeu_si128((__m128i*)p, _mm256_castsi256_si128(lo));
+  }
+  static inline V xor_(V a, V b) { return _mm256_xor_si256(a, b); }
   static inline V and_(V a, V b) { return _mm256_and_si256(a, b); }
   static inline int popcount64(uint64_t x) { return (int)_mm_popcnt_u64(x); }
-  static inline V popcnt_add(V acc, V v) {
+  static inline A acc_zero() { return _mm256_setzero_si256(); }
+  static inline A acc_add(A acc, V v) {  // + the popcount of each byte (at most 8 per word)
     const V lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                    0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const V low = _mm256_set1_epi8(0x0f);
-    const V lo = _mm256_and_si256(v, low);
-    const V hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    const V c = _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
-    return _mm256_add_epi64(acc, _mm256_sad_epu8(c, _mm256_setzero_si256()));
+    acc = _mm256_add_epi8(acc, _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low)));
+    return _mm256_add_epi8(acc, _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
+  }
+  static inline V acc_flush(V total, A acc) {
+    return _mm256_add_epi64(total, _mm256_sad_epu8(acc, _mm256_setzero_si256()));
   }
   static inline void pack_word(const float* x, const float* sc, const float* sh, int n, uint64_t* s, uint64_t* m) {
     uint64_t sb = 0, mb = 0;
@@ -44,7 +51,7 @@ struct Simd {
 
 #include "bconv_impl.h"
 
-const Kernels table = {"avx2", pack_rows, conv_rows};
+const Kernels table = {"avx2", pack_rows, conv_tasks, peak_rate};
 
 }  // namespace avx2
 

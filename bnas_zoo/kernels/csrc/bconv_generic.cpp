@@ -1,4 +1,4 @@
-// Portable kernels: plain C++ on 64-bit words, for any x86-64 (or other) CPU.
+// Portable kernels: plain C++ on 64-bit words, for any CPU (the only kernels built off x86-64).
 #include "bconv.h"
 
 namespace bnas_kernels {
@@ -6,15 +6,18 @@ namespace generic {
 
 struct Simd {
   typedef uint64_t V;
-  enum { LANES = 1, PIX = 1 };
+  typedef uint64_t A;
+  enum { LANES = 1, NP = 1, FLUSH = 1 << 30 };
   static inline V zero() { return 0; }
   static inline V load(const uint64_t* p) { return *p; }
   static inline V bcast(uint64_t x) { return x; }
-  static inline void store(int64_t* p, V v) { *p = (int64_t)v; }
-  static inline V xor_and(V s, V w, V m) { return (s ^ w) & m; }
+  static inline void store32(int32_t* p, V v) { *p = (int32_t)v; }
+  static inline V xor_(V a, V b) { return a ^ b; }
   static inline V and_(V a, V b) { return a & b; }
   static inline int popcount64(uint64_t x) { return __builtin_popcountll(x); }
-  static inline V popcnt_add(V acc, V x) { return acc + (V)popcount64(x); }
+  static inline A acc_zero() { return 0; }
+  static inline A acc_add(A acc, V v) { return acc + (A)popcount64(v); }
+  static inline V acc_flush(V total, A acc) { return total + acc; }
   static inline void pack_word(const float* x, const float* sc, const float* sh, int n, uint64_t* s, uint64_t* m) {
     *s = 0;
     *m = 0;
@@ -24,7 +27,7 @@ struct Simd {
 
 #include "bconv_impl.h"
 
-const Kernels table = {"generic", pack_rows, conv_rows};
+const Kernels table = {"generic", pack_rows, conv_tasks, peak_rate};
 
 }  // namespace generic
 

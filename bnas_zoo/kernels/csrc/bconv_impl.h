@@ -1,143 +1,324 @@
-// The binary convolution and the fused BatchNorm-sign-pack, written once over a small SIMD interface
+// The fused BatchNorm-sign-pack and the binary GEMM with its epilogue, written once over a small SIMD interface
 // (`Simd`, defined by the including per-ISA file before including this one, inside its own namespace):
 //
-//   V                      a vector of LANES 64-bit words
-//   zero(), load(p), bcast(u64), store(int64_t*, V)
-//   xor_and(s, w, m)       (s ^ w) & m
-//   and_(a, b)
-//   popcnt_add(acc, v)     acc + popcount of each 64-bit lane of v
+//   V                      a vector of LANES 64-bit words;  A  a popcount accumulator
+//   zero(), load(p), bcast(u64), xor_(a, b), and_(a, b)
+//   acc_zero(), acc_add(A, V)         add the popcount of each lane (A may count in bytes: see FLUSH)
+//   acc_flush(V total, A)             total + the 64-bit lane sums of A
+//   store32(int32_t*, V)              the LANES 64-bit lanes (small counts) as int32
+//   FLUSH                             words an A may take before it must be flushed
+//   NP                                output pixels per register block
 //   pack_word(x, scale, shift, n, &s, &m)   sign / non-zero bits of n <= 64 channels
 //   popcount64(u64)
-//   PIX                    output pixels computed per pass (register blocking)
 //
-// Included once per instruction set; nothing here includes a header.
+// The GEMM reads each output pixel's Kw reduction words: a 1x1 conv reads them in place from the packed input;
+// a k x k conv from an im2col of the taps' bits, packed densely (no bits wasted between taps when C is not a
+// multiple of 64), built once per output row from the zero-bordered packed input.
+//
+// Included once per instruction set, inside its namespace; nothing here includes a header (no inline library
+// code is compiled with the file's target options), and everything is in an anonymous namespace.
 
 namespace {
 
-constexpr int OB_CHS = 16;                     // output channels per weight block
-constexpr int R = OB_CHS / Simd::LANES;        // vectors per block
+typedef Simd::V V;
+typedef Simd::A A;
+constexpr int LANES = Simd::LANES;
+constexpr int RFULL = OB_CHS / LANES;  // vectors per full block of output channels
 
-void pack_rows(const PackArgs& a, int64_t begin, int64_t end) {
-  const int64_t pixw = 2 * a.Wd;
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+inline uint64_t low_bits(int64_t n) { return n >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1); }
+
+// Rows [begin, end) of the N * H input rows into the bordered buffers; returns the pixels holding a zero.
+int64_t pack_rows(const PackArgs& a, int64_t begin, int64_t end) {
+  int64_t zero_pixels = 0;
   for (int64_t row = begin; row < end; ++row) {
     const int64_t n = row / a.H, h = row % a.H;
-    const float* x = a.x + (n * a.H + h) * a.W * a.C;
-    const int64_t prow = (n * a.Hp + h + a.pad) * a.Wp + a.pad;
-    uint64_t* o = a.out + prow * pixw;
-    int32_t* cnt = a.count + prow;
-    for (int64_t w = 0; w < a.W; ++w, x += a.C, o += pixw) {
-      int32_t c = 0;
+    const int64_t pix0 = (n * a.Hp + h + a.pad) * a.Wp + a.pad;
+    for (int64_t w = 0; w < a.W; ++w) {
+      const float* x = a.x + ((n * a.H + h) * a.W + w) * a.ldx;
+      uint64_t* s = a.s + (pix0 + w) * a.Wd;
+      uint64_t* z = a.z + (pix0 + w) * a.Wd;
+      uint64_t any = 0;
       for (int64_t j = 0; j < a.Wd; ++j) {
-        const int64_t c0 = j * 64;
-        const int nb = (int)((a.C - c0) < 64 ? (a.C - c0) : 64);
-        uint64_t s, m;
-        Simd::pack_word(x + c0, a.scale + c0, a.shift + c0, nb, &s, &m);
-        o[j] = s;
-        o[a.Wd + j] = m;
-        c += Simd::popcount64(m);
+        const int64_t c0 = j * 64, c1 = imin(a.C, c0 + 64);
+        uint64_t sb = a.const_s ? a.const_s[j] : 0, zb = a.const_z ? a.const_z[j] : 0;
+        const int64_t l0 = imax(c0, a.lo), l1 = imin(c1, a.hi);
+        if (l0 < l1) {
+          uint64_t ls, lm;
+          Simd::pack_word(x + (l0 - a.lo), a.scale + l0, a.shift + l0, (int)(l1 - l0), &ls, &lm);
+          const int sh = (int)(l0 - c0);
+          sb |= ls << sh;
+          zb |= (~lm & low_bits(l1 - l0)) << sh;
+        }
+        s[j] = sb;
+        z[j] = zb;
+        any |= zb;
       }
-      cnt[w] = c;
+      a.zflag[pix0 + w] = any != 0;
+      zero_pixels += any != 0;
+    }
+  }
+  return zero_pixels;
+}
+
+// OR the n bits of src (bit i of word i / 64; the bits past n are zero) into dst from bit `off` on.
+inline void append_bits(uint64_t* dst, int64_t off, const uint64_t* src, int64_t n) {
+  const int64_t w0 = off >> 6;
+  const int sh = (int)(off & 63);
+  const int64_t nw = (n + 63) >> 6;
+  if (sh == 0) {
+    for (int64_t i = 0; i < nw; ++i) dst[w0 + i] |= src[i];
+    return;
+  }
+  for (int64_t i = 0; i < nw; ++i) {
+    const uint64_t v = src[i];
+    dst[w0 + i] |= v << sh;
+    if (sh + imin(64, n - 64 * i) > 64) dst[w0 + i + 1] |= v >> (64 - sh);
+  }
+}
+
+// The Kw words of a pixel's K bits of `plane` (dense: taps packed one after the other; the padded taps read
+// the zero border).
+inline void gather_bits(const ConvArgs& a, const uint64_t* plane, int64_t top_left, uint64_t* dst) {
+  const int64_t taps = a.k * a.k, Wd = a.Wd;
+  const uint64_t* src = plane + top_left;
+  if ((a.C & 63) == 0) {  // whole words: a copy per tap
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t j = 0; j < Wd; ++j) dst[t * Wd + j] = src[a.tapoff[t] + j];
+    return;
+  }
+  for (int64_t j = 0; j < a.Kw; ++j) dst[j] = 0;
+  for (int64_t t = 0; t < taps; ++t) append_bits(dst, t * a.C, src + a.tapoff[t], a.C);
+}
+
+// The inner loop: popcount((s ^ t) [& v]) of NP pixels x R * LANES output channels over Kw words (AND_:
+// popcount(s & t), for the zero-activation correction).
+template <int NP, int R, bool WMASK, bool AND_ = false>
+inline void gemm_block(const uint64_t* const* rows, int64_t Kw, const uint64_t* wb, const uint64_t* wm, int32_t* cnt) {
+  V total[NP][R];
+  for (int p = 0; p < NP; ++p)
+    for (int r = 0; r < R; ++r) total[p][r] = Simd::zero();
+  for (int64_t j0 = 0; j0 < Kw; j0 += Simd::FLUSH) {
+    const int64_t j1 = imin(Kw, j0 + Simd::FLUSH);
+    A acc[NP][R];
+    for (int p = 0; p < NP; ++p)
+      for (int r = 0; r < R; ++r) acc[p][r] = Simd::acc_zero();
+    for (int64_t j = j0; j < j1; ++j) {
+      for (int p = 0; p < NP; ++p) {
+        const V s = Simd::bcast(rows[p][j]);
+        for (int r = 0; r < R; ++r) {
+          const V wv = Simd::load(wb + j * OB_CHS + r * LANES);
+          V x = AND_ ? Simd::and_(s, wv) : Simd::xor_(s, wv);
+          if (WMASK) x = Simd::and_(x, Simd::load(wm + j * OB_CHS + r * LANES));
+          acc[p][r] = Simd::acc_add(acc[p][r], x);
+        }
+      }
+    }
+    for (int p = 0; p < NP; ++p)
+      for (int r = 0; r < R; ++r) total[p][r] = Simd::acc_flush(total[p][r], acc[p][r]);
+  }
+  for (int p = 0; p < NP; ++p) {
+    for (int r = 0; r < R; ++r) Simd::store32(cnt + p * OB_CHS + r * LANES, total[p][r]);
+    for (int c = R * LANES; c < OB_CHS; ++c) cnt[p * OB_CHS + c] = 0;
+  }
+}
+
+// Per-thread state of one output row: each pixel's word rows (into the packed input, or into `dense`), its
+// padded taps, whether it sees an exact zero; scratch for the zero bits of such a pixel.
+struct Row {
+  const uint64_t** ptr;
+  uint32_t* oob;
+  uint8_t* zf;
+  uint64_t* dense;
+  uint64_t* zbits;
+};
+
+// Set up output row (n, oh).
+void build_row(const ConvArgs& a, int64_t n, int64_t oh, Row& r) {
+  const int64_t taps = a.k * a.k;
+  for (int64_t ow = 0; ow < a.OW; ++ow) {
+    const int64_t top_left = ((n * a.Hp + oh * a.stride) * a.Wp + ow * a.stride) * a.Wd;
+    const uint32_t oob = a.rowoob[oh] | a.coloob[ow];
+    r.oob[ow] = oob;
+    bool zf = false;
+    if (a.any_zero)
+      for (int64_t t = 0; t < taps; ++t) zf |= a.zflag[(top_left + a.tapoff[t]) / a.Wd] != 0;
+    r.zf[ow] = zf;
+    if (a.dense) {
+      gather_bits(a, a.s, top_left, r.dense + ow * a.Kw);
+      r.ptr[ow] = r.dense + ow * a.Kw;
+    } else {
+      r.ptr[ow] = a.s + top_left;
     }
   }
 }
 
-// One pixel's 16 output channels from its accumulators (alpha and int_bias are padded to 16 channels).
-inline void finish(const typename Simd::V* acc, const typename Simd::V* cnt, bool wmask, int32_t pcm,
-                   const int32_t* ibias, const float* alpha, const float* res, float* out, int nc, bool relu) {
-#ifdef BNAS_SIMD_FINISH
-  Simd::finish(acc, cnt, wmask, pcm, ibias, alpha, res, out, nc, relu);
-#else
-  int64_t dis[OB_CHS], nz[OB_CHS];
-  for (int r = 0; r < R; ++r) {
-    Simd::store(dis + r * Simd::LANES, acc[r]);
-    if (wmask) Simd::store(nz + r * Simd::LANES, cnt[r]);
+// The output of one pixel's nc channels of block ob from its disagreement counts (FULL: nc == 16; the loops
+// run over all 16 lanes, whose per-channel tables are padded, so that they vectorize).
+template <int R, bool FULL>
+inline void epilogue(const ConvArgs& a, const Row& row, const int32_t* cnt, int64_t ob, int nc, int64_t n,
+                     int64_t oh, int64_t ow) {
+  const int64_t c0 = ob * OB_CHS, obc = a.OB * OB_CHS;
+  const int len = FULL ? OB_CHS : nc;
+  int32_t tot[OB_CHS];
+  const int32_t* base = a.base + c0;
+  for (int c = 0; c < OB_CHS; ++c) tot[c] = base[c] - 2 * cnt[c];
+  for (uint32_t m = row.oob[ow]; m; m &= m - 1) {  // padded taps: their table entries
+    const int32_t* corr = a.tapcorr + (int64_t)__builtin_ctz(m) * obc + c0;
+    for (int c = 0; c < OB_CHS; ++c) tot[c] += corr[c];
   }
-  for (int c = 0; c < nc; ++c) {
-    const int64_t total = (wmask ? nz[c] : (int64_t)pcm) - 2 * dis[c] + ibias[c];
-    float v = alpha[c] * (float)total;
-    if (relu) v = v > 0.0f ? v : 0.0f;
-    if (res) v += res[c];
+  if (row.zf[ow]) {  // exact zero activations in the receptive field: 2 T - V over their bits
+    const int64_t top_left = ((n * a.Hp + oh * a.stride) * a.Wp + ow * a.stride) * a.Wd;
+    gather_bits(a, a.z, top_left, row.zbits);  // (the padded taps' zero bits are 0: they are in the table)
+    const uint64_t* zrow = row.zbits;
+    int32_t t[OB_CHS], v[OB_CHS];
+    gemm_block<1, R, false, true>(&zrow, a.Kw, a.wbits + ob * a.Kw * OB_CHS, nullptr, t);
+    if (a.wmask) {
+      gemm_block<1, R, false, true>(&zrow, a.Kw, a.wmask + ob * a.Kw * OB_CHS, nullptr, v);
+    } else {
+      int32_t z = 0;
+      for (int64_t j = 0; j < a.Kw; ++j) z += Simd::popcount64(zrow[j]);
+      for (int c = 0; c < OB_CHS; ++c) v[c] = z;
+    }
+    for (int c = 0; c < OB_CHS; ++c) tot[c] += 2 * t[c] - v[c];
+  }
+  const float* alpha = a.alpha + c0;
+  float val[OB_CHS];
+  if (a.relu && a.alpha_nonneg) {  // relu(alpha * t) = alpha * max(t, 0) for alpha >= 0: on the integers
+    for (int c = 0; c < OB_CHS; ++c) tot[c] = tot[c] > 0 ? tot[c] : 0;
+    for (int c = 0; c < OB_CHS; ++c) val[c] = alpha[c] * (float)tot[c];
+  } else {
+    for (int c = 0; c < OB_CHS; ++c) val[c] = alpha[c] * (float)tot[c];
+    if (a.relu)
+      for (int c = 0; c < OB_CHS; ++c) val[c] = val[c] > 0.0f ? val[c] : 0.0f;
+  }
+  const int64_t opix = (n * a.OH + oh) * a.OW + ow;
+  float* out = a.out + opix * a.ldo + c0;
+  if (a.res) {
+    const float* res = a.res + opix * a.ldr + c0;
+    for (int c = 0; c < len; ++c) out[c] = val[c] + res[c];
+  } else {
+    for (int c = 0; c < len; ++c) out[c] = val[c];
+  }
+}
+
+// The common case of the epilogue in one vectorisable pass: a full block, no padded tap, no exact zero, and
+// the ReLU (if any) on the integers (alpha >= 0).
+template <bool RELU, bool RES>
+inline void epilogue_fast(const int32_t* __restrict cnt, const int32_t* __restrict base,
+                          const float* __restrict alpha, const float* __restrict res, float* __restrict out) {
+  for (int c = 0; c < OB_CHS; ++c) {
+    int32_t t = base[c] - 2 * cnt[c];
+    if (RELU) t = t > 0 ? t : 0;
+    float v = alpha[c] * (float)t;
+    if (RES) v += res[c];
     out[c] = v;
   }
-#endif
 }
 
-template <int NP, bool WMASK>
-inline void conv_block(const ConvArgs& a, int64_t n, int64_t ob, int64_t oh, int64_t ow0) {
-  typedef typename Simd::V V;
-  V acc[NP][R];
-  V cnt[NP][R];
-  for (int p = 0; p < NP; ++p)
-    for (int r = 0; r < R; ++r) { acc[p][r] = Simd::zero(); cnt[p][r] = Simd::zero(); }
-  int32_t pcm[NP];
-  for (int p = 0; p < NP; ++p) pcm[p] = 0;
-
-  const int64_t pixw = 2 * a.Wd;
-  const int64_t taps = a.k * a.k;
-  const uint64_t* xim = a.x + n * a.Hp * a.Wp * pixw;
-  const int32_t* cim = a.count + n * a.Hp * a.Wp;
-  const uint64_t* wb = a.wbits + ob * taps * a.Wd * OB_CHS;
-  const uint64_t* wm = WMASK ? a.wmask + ob * taps * a.Wd * OB_CHS : nullptr;
-  for (int64_t kh = 0; kh < a.k; ++kh) {
-    const int64_t ih = oh * a.stride + kh * a.dil;
-    for (int64_t kw = 0; kw < a.k; ++kw) {
-      const uint64_t* xp[NP];
-      for (int p = 0; p < NP; ++p) {
-        const int64_t pix = ih * a.Wp + (ow0 + p) * a.stride + kw * a.dil;
-        xp[p] = xim + pix * pixw;
-        if (!WMASK) pcm[p] += cim[pix];
+template <int NP, int R, bool WMASK>
+inline void pixels(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh, int64_t ow) {
+  int32_t cnt[NP * OB_CHS];
+  gemm_block<NP, R, WMASK>(row.ptr + ow, a.Kw, a.wbits + ob * a.Kw * OB_CHS,
+                           WMASK ? a.wmask + ob * a.Kw * OB_CHS : nullptr, cnt);
+  const int64_t c0 = ob * OB_CHS;
+  const bool int_relu = a.relu && a.alpha_nonneg, fast_ok = nc == OB_CHS && (int_relu || !a.relu);
+  for (int p = 0; p < NP; ++p) {
+    if (fast_ok && !row.oob[ow + p] && !row.zf[ow + p]) {
+      const int64_t opix = (n * a.OH + oh) * a.OW + ow + p;
+      float* out = a.out + opix * a.ldo + c0;
+      const int32_t* c = cnt + p * OB_CHS;
+      if (a.res) {
+        const float* res = a.res + opix * a.ldr + c0;
+        if (int_relu) epilogue_fast<true, true>(c, a.base + c0, a.alpha + c0, res, out);
+        else epilogue_fast<false, true>(c, a.base + c0, a.alpha + c0, res, out);
+      } else {
+        if (int_relu) epilogue_fast<true, false>(c, a.base + c0, a.alpha + c0, nullptr, out);
+        else epilogue_fast<false, false>(c, a.base + c0, a.alpha + c0, nullptr, out);
       }
-      for (int64_t j = 0; j < a.Wd; ++j, wb += OB_CHS) {
-        V wv[R], mv[R];
-        for (int r = 0; r < R; ++r) {
-          wv[r] = Simd::load(wb + r * Simd::LANES);
-          if (WMASK) mv[r] = Simd::load(wm + r * Simd::LANES);
-        }
-        if (WMASK) wm += OB_CHS;
-        for (int p = 0; p < NP; ++p) {
-          const V s = Simd::bcast(xp[p][j]);
-          const V m = Simd::bcast(xp[p][a.Wd + j]);
-          for (int r = 0; r < R; ++r) {
-            if (WMASK) {
-              acc[p][r] = Simd::popcnt_add(acc[p][r], Simd::and_(Simd::xor_and(s, wv[r], m), mv[r]));
-              cnt[p][r] = Simd::popcnt_add(cnt[p][r], Simd::and_(m, mv[r]));
-            } else {
-              acc[p][r] = Simd::popcnt_add(acc[p][r], Simd::xor_and(s, wv[r], m));
-            }
-          }
-        }
-      }
+    } else if (nc == OB_CHS) {
+      epilogue<R, true>(a, row, cnt + p * OB_CHS, ob, nc, n, oh, ow + p);
+    } else {
+      epilogue<R, false>(a, row, cnt + p * OB_CHS, ob, nc, n, oh, ow + p);
     }
   }
-
-  // epilogue: y = alpha * (count - 2 * disagreements + int_bias), relu, + residual
-  const int64_t c0 = ob * OB_CHS;
-  const int nc = (int)((a.Cout - c0) < OB_CHS ? (a.Cout - c0) : OB_CHS);
-  for (int p = 0; p < NP; ++p) {
-    const int64_t opix = (n * a.OH + oh) * a.OW + ow0 + p;
-    finish(acc[p], cnt[p], WMASK, pcm[p], a.ibias + c0, a.alpha + c0,
-           a.residual ? a.residual + opix * a.Cout + c0 : nullptr, a.out + opix * a.Cout + c0, nc, a.relu);
-  }
 }
 
-template <bool WMASK>
-void conv_rows_t(const ConvArgs& a, int64_t begin, int64_t end) {
+template <int R, bool WMASK>
+void block_row(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh) {
+  int64_t ow = 0;
+  for (; ow + Simd::NP <= a.OW; ow += Simd::NP) pixels<Simd::NP, R, WMASK>(a, row, ob, nc, n, oh, ow);
+  for (; ow < a.OW; ++ow) pixels<1, R, WMASK>(a, row, ob, nc, n, oh, ow);
+}
+
+template <int R>
+void block_row_r(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh) {
+  if (a.wmask) block_row<R, true>(a, row, ob, nc, n, oh);
+  else block_row<R, false>(a, row, ob, nc, n, oh);
+}
+
+// The vectors a block of nc output channels needs (a partial last block computes fewer).
+void block_any(const ConvArgs& a, const Row& row, int64_t ob, int64_t n, int64_t oh) {
+  const int nc = (int)imin(OB_CHS, a.Cout - ob * OB_CHS);
+  const int r = (nc + LANES - 1) / LANES;
+  if (r >= RFULL) return block_row_r<RFULL>(a, row, ob, nc, n, oh);
+  if (RFULL > 1 && r == 1) return block_row_r<1>(a, row, ob, nc, n, oh);
+  if (RFULL > 2 && r == 2) return block_row_r<(RFULL > 2 ? 2 : 1)>(a, row, ob, nc, n, oh);
+  if (RFULL > 3 && r == 3) return block_row_r<(RFULL > 3 ? 3 : 1)>(a, row, ob, nc, n, oh);
+  return block_row_r<RFULL>(a, row, ob, nc, n, oh);
+}
+
+void conv_tasks(const ConvArgs& a, int64_t chunks, int64_t begin, int64_t end) {
+  const int64_t dense_words = a.dense ? a.OW * a.Kw : 0;
+  char* mem = (char*)malloc((dense_words + a.Kw) * sizeof(uint64_t) + a.OW * (sizeof(void*) + sizeof(uint32_t) + 1));
+  Row row;
+  row.dense = (uint64_t*)mem;
+  row.zbits = row.dense + dense_words;
+  row.ptr = (const uint64_t**)(row.zbits + a.Kw);
+  row.oob = (uint32_t*)(row.ptr + a.OW);
+  row.zf = (uint8_t*)(row.oob + a.OW);
+  const int64_t per = (a.OB + chunks - 1) / chunks;
+  int64_t built = -1;
   for (int64_t t = begin; t < end; ++t) {
-    const int64_t n = t / (a.OB * a.OH);
-    const int64_t ob = (t / a.OH) % a.OB;
-    const int64_t oh = t % a.OH;
-    int64_t ow = 0;
-    for (; ow + Simd::PIX <= a.OW; ow += Simd::PIX) conv_block<Simd::PIX, WMASK>(a, n, ob, oh, ow);
-    const int64_t rem = a.OW - ow;  // < PIX <= 4
-    if (rem == 3) conv_block<3, WMASK>(a, n, ob, oh, ow);
-    else if (rem == 2) conv_block<2, WMASK>(a, n, ob, oh, ow);
-    else if (rem == 1) conv_block<1, WMASK>(a, n, ob, oh, ow);
+    const int64_t line = t / chunks, chunk = t % chunks;  // line = n * OH + oh
+    const int64_t n = line / a.OH, oh = line % a.OH;
+    if (line != built) {
+      build_row(a, n, oh, row);
+      built = line;
+    }
+    for (int64_t ob = chunk * per; ob < imin(a.OB, (chunk + 1) * per); ++ob) block_any(a, row, ob, n, oh);
   }
+  free(mem);
 }
 
-void conv_rows(const ConvArgs& a, int64_t begin, int64_t end) {
-  if (a.wmask) conv_rows_t<true>(a, begin, end);
-  else conv_rows_t<false>(a, begin, end);
+// Binary multiply-adds per second of the inner loop on operands in L1: a full block of output channels,
+// NP pixels, Kw = 36 (a 3x3 conv over 256 channels), for `seconds` of this thread's CPU time.
+double peak_rate(double seconds) {
+  enum { KW = 36 };
+  static uint64_t w[KW * OB_CHS], x[Simd::NP][KW];
+  uint64_t seed = 0x9E3779B97F4A7C15ull;
+  for (int i = 0; i < KW * OB_CHS; ++i) w[i] = seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+  for (int p = 0; p < Simd::NP; ++p)
+    for (int j = 0; j < KW; ++j) x[p][j] = seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+  const uint64_t* rows[Simd::NP];
+  for (int p = 0; p < Simd::NP; ++p) rows[p] = x[p];
+  int32_t cnt[Simd::NP * OB_CHS];
+  volatile int64_t sink = 0;
+  timespec t0, t1;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+  double elapsed = 0.0, calls = 0.0;
+  while (elapsed < seconds) {
+    for (int i = 0; i < 1000; ++i) {
+      gemm_block<Simd::NP, RFULL, false>(rows, KW, w, nullptr, cnt);
+      sink = sink + cnt[i & 15];
+      x[0][i % KW] ^= (uint64_t)cnt[0];  // a data dependence between the calls
+    }
+    calls += 1000.0;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+    elapsed = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  }
+  return calls * (double)Simd::NP * (double)OB_CHS * (double)KW * 64.0 / elapsed;
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 // straight-through sign with the BatchNorm backward in two fused passes. Memory-bound loops that ATen has no
 // single op for (var_mean over a channels-last tensor is several times slower than one pass; ATen packs no
 // bits). The plain-PyTorch definitions the tests compare them against: training.py
-// (xnor_conv_block_reference, batch_stats_reference), reference.py (pack_weight_words), binary.py.
+// (xnor_conv_block_reference, batch_stats_reference), binary.py.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cstring>
 #include <tuple>
 #include <vector>
@@ -25,7 +24,7 @@ namespace {
 // vectorizes them over the channels; target_clones compiles each for AVX-512, AVX2 and baseline x86-64 and
 // picks the CPU's best at load time (GCC's ifunc dispatch). y = x * scale + shift is a multiply then an add
 // (-ffp-contract=off), as in the packing kernels, so every pass sees the same y.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(BNAS_PORTABLE_ONLY)
 #define BNAS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define BNAS_CLONES
@@ -123,45 +122,6 @@ std::tuple<at::Tensor, at::Tensor> batch_stats(const at::Tensor& x_in) {
     pv[c] = (float)(v > 0.0 ? v : 0.0);
   }
   return {mean, var};
-}
-
-// Sign bits (1 = negative) and non-zero bits of a float weight (O, C, k, k) in binary_conv2d's layout
-// (ceil(O / 16), k * k, ceil(C / 64), 16) int64 words; the mask is returned empty when no weight is zero.
-std::tuple<at::Tensor, at::Tensor> pack_weight_signs(const at::Tensor& w_in) {
-  TORCH_CHECK(w_in.dim() == 4 && w_in.scalar_type() == at::kFloat, "pack_weight_signs: w must be float32 (O, C, k, k)");
-  const int64_t O = w_in.size(0), C = w_in.size(1), taps = w_in.size(2) * w_in.size(3);
-  const at::Tensor w = w_in.permute({0, 2, 3, 1}).contiguous();  // (O, kh, kw, C): channels innermost
-  const int64_t OB = (O + 15) / 16, Wd = (C + 63) / 64;
-  at::Tensor bits = at::zeros({OB, taps, Wd, 16}, w.options().dtype(at::kLong));
-  at::Tensor mask = at::zeros({OB, taps, Wd, 16}, w.options().dtype(at::kLong));
-  uint64_t* pb = reinterpret_cast<uint64_t*>(bits.data_ptr<int64_t>());
-  uint64_t* pk = reinterpret_cast<uint64_t*>(mask.data_ptr<int64_t>());
-  const float* pw = w.data_ptr<float>();
-  std::atomic<bool> any_zero{false};
-  at::parallel_for(0, O, 16, [&](int64_t b, int64_t e) {
-    bool zero = false;
-    for (int64_t o = b; o < e; ++o) {
-      const int64_t ob = o / 16, lane = o % 16;
-      for (int64_t t = 0; t < taps; ++t) {
-        const float* src = pw + (o * taps + t) * C;
-        for (int64_t j = 0; j < Wd; ++j) {
-          uint64_t sb = 0, mb = 0;
-          const int64_t c1 = std::min<int64_t>(C, (j + 1) * 64);
-          for (int64_t c = j * 64; c < c1; ++c) {
-            sb |= (uint64_t)(src[c] < 0.0f) << (c - j * 64);
-            mb |= (uint64_t)(src[c] != 0.0f) << (c - j * 64);
-          }
-          const int64_t word = ((ob * taps + t) * Wd + j) * 16 + lane;
-          pb[word] = sb;
-          pk[word] = mb;
-          if (mb != (c1 - j * 64 == 64 ? ~(uint64_t)0 : (((uint64_t)1 << (c1 - j * 64)) - 1))) zero = true;
-        }
-      }
-    }
-    if (zero) any_zero = true;
-  });
-  if (!any_zero) mask = at::zeros({0}, w.options().dtype(at::kLong));
-  return {bits, mask};
 }
 
 // The straight-through sign of a folded BatchNorm, a = sign(x * scale + shift), on a channels-last tensor.
@@ -328,12 +288,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> xnor_bloc
   const at::Tensor scale = gamma.has_value() ? invstd * gamma->slice(0, 0, live) : invstd;
   const at::Tensor shift = beta.has_value() ? beta->slice(0, 0, live) - mean * scale : -mean * scale;
   auto [wp, alpha] = xnor_project(weight);
-  auto [wbits, wmask] = pack_weight_signs(zero_tail ? wp.slice(1, 0, live) : wp);
+  auto [wbits, wmask, wcounts] = pack_binary_weights(zero_tail ? wp.slice(1, 0, live) : wp);
   at::Tensor int_bias = at::zeros({blocks}, x.options().dtype(at::kInt));
   if (zero_tail && beta.has_value())  // the constant channels through the 1x1 conv: an exact integer
     int_bias.slice(0, 0, O).copy_(
         at::matmul(at::sign(wp.slice(1, live)).flatten(1), at::sign(beta->slice(0, live))).round());
-  const at::Tensor out = binary_conv2d(x, scale, shift, wbits, wmask, at::constant_pad_nd(alpha, {0, blocks - O}),
+  const at::Tensor out = binary_conv2d(x, scale, shift, wbits, wmask, wcounts, at::constant_pad_nd(alpha, {0, blocks - O}),
                                        int_bias, O, k, stride, padding, dilation, true, c10::nullopt);
   if (zero_tail) {  // the left-out channels' batch statistics: exactly zero
     mean = at::constant_pad_nd(mean, {0, zero_tail});
@@ -401,7 +361,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> xnor_block_backward(
 
 TORCH_LIBRARY_FRAGMENT(bnas_zoo_kernels, m) {
   m.def("batch_stats(Tensor x) -> (Tensor, Tensor)", &bnas_kernels::batch_stats);
-  m.def("pack_weight_signs(Tensor w) -> (Tensor, Tensor)", &bnas_kernels::pack_weight_signs);
   m.def("xnor_project(Tensor w) -> (Tensor, Tensor)", &bnas_kernels::xnor_project);
   m.def("xnor_weight_backward(Tensor wp, Tensor alpha, Tensor g) -> Tensor", &bnas_kernels::xnor_weight_backward);
   m.def("xnor_block_forward(Tensor x, Tensor weight, Tensor? gamma, Tensor? beta, float eps, int stride, "

@@ -1,0 +1,121 @@
+"""BatchNorm statistics as training leaves them, for networks without trained weights, and a fair measure of
+agreement between two computations of a binary network.
+
+A freshly initialised network's BatchNorms are the identity (running mean 0, variance 1, gamma 1, beta 0): every
+binary conv sum that is exactly 0, and every ReLU output 0, reaches ``sign`` as an exact 0, which no trained
+network shows. Benchmarks and agreement tests therefore run on :func:`calibrate_batchnorm`: random affine
+parameters, and running statistics computed from data by forward passes, as training would leave them.
+
+Binary networks amplify float rounding: a sign input within rounding of 0 flips with the summation order and
+the flip cascades. :func:`float32_spread` measures how far float32 itself strays from the float64 computation
+under three summation orders; :func:`compare_with_float64` judges another runtime (the deployed kernels, ONNX)
+by that spread: within a small multiple of it, and the same classes where the decision is not within it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, Tuple
+
+import torch
+import torch.nn as nn
+
+__all__ = ['calibrate_batchnorm', 'is_uncalibrated', 'float32_spread', 'compare_with_float64', 'Agreement']
+
+
+def is_uncalibrated(model: nn.Module) -> bool:
+    """Whether every BatchNorm of ``model`` still has its initial running statistics (mean 0, variance 1)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+    return bool(bns) and all(bool((m.running_mean == 0).all() and (m.running_var == 1).all()) for m in bns)
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], seed: int = 0,
+                        affine: bool = True) -> nn.Module:
+    """Give ``model``'s BatchNorms data-driven running statistics (in place; returns it in eval mode).
+
+    ``affine``: first draw the affine parameters at random (gamma in [0.5, 1.5), beta in [-0.3, 0.3), from
+    ``seed``), as a trained network has them; then run ``batches`` (inputs as the model takes them) in training
+    mode with a cumulative average, so that the running statistics are those of that data.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = []
+    for m in bns:
+        if affine and m.affine:
+            m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.copy_(torch.rand(m.num_features, generator=gen) * 0.6 - 0.3)
+        momenta.append(m.momentum)
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    was_training = model.training
+    model.train()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return model.eval()
+
+
+@torch.no_grad()
+def float32_spread(model: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """The float64 logits of ``model`` (eval) on ``x``, and float32's own deviation from them for each sample
+    (the largest absolute logit difference) under three summation orders: contiguous input, channels-last input,
+    and one image at a time (other convolution algorithms)."""
+    model = model.eval()
+    ref = model.double()(x.double())
+    model.float()
+    x = x.float()
+    outs = {'contiguous': model(x.contiguous()),
+            'channels-last': model(x.contiguous(memory_format=torch.channels_last)),
+            'one at a time': torch.cat([model(x[i:i + 1]) for i in range(x.shape[0])])}
+    return ref, {k: (v.double() - ref).abs().amax(1) for k, v in outs.items()}
+
+
+@dataclass
+class Agreement:
+    """Another computation of a network against its float64 simulation, judged by float32's own spread."""
+    max_diff: float        # the largest |logit difference| over the batch
+    median_diff: float     # the median over the samples of each sample's largest difference
+    max_spread: float      # float32's largest deviation over the batch and the summation orders
+    median_spread: float   # the largest, over the orders, of the median per-sample deviation
+    decided: int           # samples whose top-2 margin in float64 exceeds twice their own tolerance
+    same_class: int        # of those, samples the other computation classifies the same
+    total: int
+    scale: float           # the largest |float64 logit|
+
+    @property
+    def tolerance(self) -> float:
+        return 3.0 * self.max_spread + 1e-5 * self.scale
+
+    @property
+    def ok(self) -> bool:
+        return (self.max_diff <= self.tolerance and self.median_diff <= 3.0 * self.median_spread + 1e-5 * self.scale
+                and self.same_class == self.decided)
+
+    def __str__(self) -> str:
+        return (f'max |diff| {self.max_diff:.2e} (float32 spread {self.max_spread:.2e}, tolerance {self.tolerance:.2e}), '
+                f'median {self.median_diff:.2e} (float32 {self.median_spread:.2e}), same class for '
+                f'{self.same_class}/{self.decided} decided samples of {self.total}')
+
+
+@torch.no_grad()
+def compare_with_float64(out: torch.Tensor, ref64: torch.Tensor, spreads: Dict[str, torch.Tensor]) -> Agreement:
+    """Judge logits ``out`` against the float64 logits by float32's own per-sample ``spreads``
+    (:func:`float32_spread`): a binary network's sign inputs within rounding of 0 flip with the summation
+    order, rarely per sample but then visibly, so the largest difference over a batch must stay within 3x
+    float32's largest, the median per sample within 3x float32's median (a systematic error would not), and
+    the classes must agree for every sample whose float64 top-2 margin exceeds twice its own tolerance (3x
+    float32's spread on that sample)."""
+    diff = (out.double() - ref64).abs().amax(1)
+    per_sample = torch.stack(list(spreads.values())).amax(0)
+    max_spread = per_sample.max().item()
+    median_spread = max(v.median().item() for v in spreads.values())
+    scale = ref64.abs().max().item()
+    top2 = ref64.topk(2, dim=1).values if ref64.shape[1] > 1 else torch.cat([ref64, ref64 - 1], 1)
+    decided = (top2[:, 0] - top2[:, 1]) > 2 * (3.0 * per_sample + 1e-5 * scale)
+    same = (out.argmax(1) == ref64.argmax(1)) & decided
+    return Agreement(diff.max().item(), diff.median().item(), max_spread, median_spread, int(decided.sum()),
+                     int(same.sum()), out.shape[0], scale)
