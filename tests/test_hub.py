@@ -393,7 +393,7 @@ def test_bnas_train_records_the_dataset_name(tmp_path):
     assert (facts['dataset'], facts['num_classes'], facts['eval_split'], facts['eval_images']) == (
         'oxford-iiit-pet', 2, 'val', 6)
     assert data_facts('folder', str(data), None, train_ds, eval_ds, classes)['dataset'] == 'folder_name'
-    with pytest.raises(BnasError, match='--data embedded always trains on the embedded digits'):
+    with pytest.raises(BnasError, match='--dataset embedded always trains on the embedded digits'):
         data_facts('embedded', None, 'cifar10', train_ds, eval_ds, 10)
 
 
