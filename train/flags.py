@@ -6,10 +6,21 @@ from typing import Optional
 
 from bnas_zoo.errors import BnasError
 
-__all__ = ['AMP_DTYPES', 'add_data_flags', 'add_amp_flags', 'add_workers_flag', 'amp_of', 'data_of']
+__all__ = ['AMP_DTYPES', 'add_model_flags', 'add_data_flags', 'add_amp_flags', 'add_workers_flag', 'add_run_flags',
+           'amp_of', 'data_of']
 
 #: --amp-dtype (timm's spelling) -> --amp
 AMP_DTYPES = {'bfloat16': 'bf16', 'float16': 'fp16', 'bf16': 'bf16', 'fp16': 'fp16'}
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """--model (required: no default network) and --pretrained."""
+    p.add_argument('--model', required=True,
+                   help='the network: bnas_mini, bnas_a..bnas_h, bnas_d_grouped, bnas_custom (bnas-train: with '
+                        '--model-arg), local-dir:PATH or hf-hub:ORG/NAME (required: no default)')
+    p.add_argument('--pretrained', action='store_true',
+                   help='load the pretrained weights of a registry name (default: off: fresh weights; local-dir: '
+                        'and hf-hub: always load theirs)')
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -58,3 +69,15 @@ def add_workers_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument('-j', '--workers', type=int, default=None,
                    help='data-loading processes (default: sized to the machine: on a GPU up to 8, on the CPU one per '
                         '4 cores, at least 1; 0 loads in the main process). Results do not depend on it')
+
+
+def add_run_flags(p: argparse.ArgumentParser, kind: str, stop_note: str = '') -> None:
+    """--resume, --overwrite and --stop-after of a run folder (--output) holding a ``kind`` ('run', 'search')."""
+    p.add_argument('--resume', action='store_true',
+                   help=f'continue the {kind} in --output exactly, from its newest intact checkpoint (default: off)')
+    p.add_argument('--overwrite', action='store_true',
+                   help=f'start again in an --output that already holds a {kind} (default: such an --output is '
+                        f'refused)')
+    p.add_argument('--stop-after', type=int, metavar='N',
+                   help=f'stop after N epochs of this invocation (time-boxed jobs){stop_note}; continue later with '
+                        f'--resume (default: run to the end)')

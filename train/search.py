@@ -34,7 +34,7 @@ from tqdm import tqdm
 from bnas_zoo.errors import BnasError, CheckpointError, first_line, run_cli
 from bnas_zoo.files import atomic_write
 
-from .flags import add_amp_flags, add_data_flags, add_workers_flag, amp_of, data_of
+from .flags import add_amp_flags, add_data_flags, add_run_flags, add_workers_flag, amp_of, data_of
 
 __all__ = ['main', 'search', 'search_step']
 
@@ -61,14 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f'run folder: {GENOTYPE} (+ genotype.gamma<g>.json), checkpoints/, search_log.json, '
                         f'alphas.png (required)')
     p.add_argument('--out', '--run-dir', nargs='?', action=_Replaced, help=argparse.SUPPRESS)
-    p.add_argument('--overwrite', action='store_true',
-                   help='start again in an --output that holds a search (default: such an --output is refused)')
-    p.add_argument('--resume', action='store_true',
-                   help='continue the search in --output exactly, from its newest intact checkpoint (default: off)')
-    p.add_argument('--stop-after', type=int, metavar='N',
-                   help='stop after N epochs of this invocation (time-boxed jobs): the checkpoint is kept, no '
-                        'genotype is written yet; continue later with --resume (same settings, same --epochs) '
-                        '(default: run to the end)')
+    add_run_flags(p, 'search', ': the checkpoint is kept, no genotype is written yet')
     p.add_argument('--epochs', type=int, default=50, help='search epochs (default: 50, the paper\'s)')
     p.add_argument('--cells', '--layers', dest='cells', type=int, default=8,
                    help='cells of the supernet (default: 8, the paper\'s; --layers is the older name)')

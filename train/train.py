@@ -34,7 +34,8 @@ import yaml
 
 from bnas_zoo.errors import BnasError, run_cli
 
-from .flags import add_amp_flags, add_data_flags, add_workers_flag, amp_of, data_of
+from .flags import (add_amp_flags, add_data_flags, add_model_flags, add_run_flags, add_workers_flag, amp_of,
+                    data_of)
 from .recipes import RECIPE_HELP, RECIPE_KEYS, list_recipes, load_recipe
 
 __all__ = ['main', 'build_parser', 'default_recipe', 'SHORT_RUN_EPOCHS']
@@ -48,12 +49,7 @@ TIMM_ALIASES = {'label_smoothing': ['--smoothing'], 'grad_clip': ['--clip-grad']
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='bnas-train', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--model', required=True,
-                   help='the network: bnas_mini, bnas_a..bnas_h, bnas_d_grouped, bnas_custom (with --model-arg), '
-                        'local-dir:PATH or hf-hub:ORG/NAME (required: no default)')
-    p.add_argument('--pretrained', action='store_true',
-                   help='start from the pretrained weights of --model (default: fresh weights; local-dir: and '
-                        'hf-hub: always load theirs)')
+    add_model_flags(p)
     p.add_argument('--num-classes', type=int, help='outputs of the classifier (default: the classes of the data)')
     p.add_argument('--model-arg', action='append', default=[], metavar='KEY=VALUE',
                    help='extra create_model argument, e.g. fully_binary=true; repeatable (default: none)')
@@ -77,13 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--output', required=True,
                    help='run folder: model.safetensors + config.json (best epoch), checkpoints/, summary.csv/json, '
                         'curves.png, recipe.yaml (required)')
-    p.add_argument('--resume', action='store_true',
-                   help='continue the run in --output exactly, from its newest intact checkpoint (default: off)')
-    p.add_argument('--overwrite', action='store_true',
-                   help='start again in an --output that already holds a run (default: such an --output is refused)')
-    p.add_argument('--stop-after', type=int, metavar='N',
-                   help='stop after N epochs of this invocation (time-boxed jobs); continue later with --resume '
-                        '(default: run to the end)')
+    add_run_flags(p, 'run')
     p.add_argument('--head-epochs', type=int, default=0, metavar='N',
                    help='train only the classifier for the first N epochs (default: 0)')
     p.add_argument('--model-ema', type=float, nargs='?', const=0.9998, metavar='DECAY',

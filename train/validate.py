@@ -20,19 +20,14 @@ import torch
 
 from bnas_zoo.errors import BnasError, CheckpointError, run_cli
 
-from .flags import add_amp_flags, add_data_flags, add_workers_flag, amp_of, data_of
+from .flags import add_amp_flags, add_data_flags, add_model_flags, add_workers_flag, amp_of, data_of
 
 __all__ = ['main']
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='bnas-validate', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--model', required=True,
-                   help='the network: a registry name (bnas_mini, bnas_a..bnas_h, bnas_d_grouped, bnas_custom), '
-                        'local-dir:PATH or hf-hub:ORG/NAME (required)')
-    p.add_argument('--pretrained', action='store_true',
-                   help='registry name: load its pretrained weights (default: off; local-dir: and hf-hub: always '
-                        'load theirs)')
+    add_model_flags(p)
     p.add_argument('--checkpoint', help="weights for --model: a safetensors file (a run's model.safetensors) or a "
                                         "torch checkpoint (a state dict, or a training checkpoint such as timm "
                                         "train.py's model_best.pth.tar), read with torch.load(weights_only=True) "
