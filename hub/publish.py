@@ -85,18 +85,20 @@ def load_model_folder(model_dir: Union[str, Path], use_ema: bool = False):
 
 
 def ema_weights_file(run_dir: Union[str, Path]) -> Path:
-    """The EMA weights of a bnas-train run folder trained with ``--model-ema`` (the checkpointed
-    ``checkpoint_ema.safetensors``, checked against ``checkpoint.json``), or a :class:`CheckpointError`."""
+    """The EMA weights of a bnas-train run folder trained with ``--model-ema``: the ``checkpoint_ema.safetensors``
+    of its newest intact checkpoint (``checkpoints/epoch-NNNN/``, checked against its ``checkpoint.json``), or a
+    :class:`CheckpointError`."""
+    from bnas_zoo.train.checkpoint import has_checkpoint
     from bnas_zoo.train.engine import CHECKPOINT_EMA, CHECKPOINT_MANIFEST, read_checkpoint_unit
     run_dir = Path(run_dir)
-    if not (run_dir / CHECKPOINT_MANIFEST).is_file() or not (run_dir / CHECKPOINT_EMA).is_file():
-        raise CheckpointError(f'{run_dir}: no EMA weights ({CHECKPOINT_EMA} of a checkpoint); they are kept by a '
-                              f'bnas-train run with --model-ema DECAY. Without --use-ema, its model.safetensors is used')
+    if not has_checkpoint(run_dir, CHECKPOINT_MANIFEST):
+        raise CheckpointError(f'{run_dir}: no checkpoint, so no EMA weights ({CHECKPOINT_EMA}); they are kept by a '
+                              f'bnas-train run with --model-ema. Without --use-ema, its model.safetensors is used')
     info = read_checkpoint_unit(run_dir, CHECKPOINT_MANIFEST, '--use-ema')
     if CHECKPOINT_EMA not in info['files']:
-        raise CheckpointError(f'{run_dir / CHECKPOINT_MANIFEST}: its checkpoint holds no {CHECKPOINT_EMA}; the run '
-                              f'kept no EMA weights')
-    return run_dir / CHECKPOINT_EMA
+        raise CheckpointError(f"{info['unit'] / CHECKPOINT_MANIFEST}: its checkpoint holds no {CHECKPOINT_EMA}; the "
+                              f'run kept no EMA weights (train with --model-ema)')
+    return info['unit'] / CHECKPOINT_EMA
 
 
 def _ema_epoch(run_dir: Path) -> int:

@@ -1,6 +1,7 @@
 """Hostile input (issue #10): every bad file or argument is the project's own error naming the file and field,
 nothing is silently accepted, a killed run loses nothing; a seeded fuzz test per file format."""
 import copy
+import hashlib
 import json
 import os
 import random
@@ -19,6 +20,7 @@ from bnas_zoo.cli import main as zoo_main
 from bnas_zoo.files import atomic_write
 from bnas_zoo.hub import load_model_folder
 from bnas_zoo.packing import read_1bit
+from bnas_zoo.train.checkpoint import unit_dir
 from bnas_zoo.train.engine import (
     CHECKPOINT_MANIFEST, CHECKPOINT_STATE, TrainSetup, load_checkpoint, read_checkpoint_unit, run_training,
     write_checkpoint_unit,
@@ -452,7 +454,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
-def test_checkpoint_is_one_unit_a_kill_at_any_point_keeps_a_consistent_pair(tmp_path, monkeypatch):
+def test_checkpoint_is_one_unit_a_kill_at_any_point_keeps_a_consistent_pair(tmp_path):
     def unit(epoch, fail=None):
         write_checkpoint_unit(tmp_path, 'unit.json', {
             'a.bin': lambda p: p.write_text(f'a{epoch}'),
@@ -461,30 +463,33 @@ def test_checkpoint_is_one_unit_a_kill_at_any_point_keeps_a_consistent_pair(tmp_
     unit(0)
     with pytest.raises(KeyboardInterrupt):  # killed while writing the second file: the first checkpoint stays
         unit(1, fail='b')
-    assert read_checkpoint_unit(tmp_path, 'unit.json')['epoch'] == 0
-    assert (tmp_path / 'a.bin').read_text() == 'a0' and (tmp_path / 'b.bin').read_text() == 'b0'
-    real_replace, calls = os.replace, []
-
-    def killed_after_manifest(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:  # the manifest is in place, the first rename done, then the process dies
-            raise KeyboardInterrupt
-        real_replace(src, dst)
-    monkeypatch.setattr(os, 'replace', killed_after_manifest)
-    with pytest.raises(KeyboardInterrupt):
-        unit(1)
-    monkeypatch.setattr(os, 'replace', real_replace)
-    assert (tmp_path / 'a.bin').read_text() == 'a0'  # the files disagree with the manifest until resume finishes
-    assert read_checkpoint_unit(tmp_path, 'unit.json')['epoch'] == 1
-    assert (tmp_path / 'a.bin').read_text() == 'a1' and (tmp_path / 'b.bin').read_text() == 'b1'
-    (tmp_path / 'b.bin').write_text('b0')  # a file of another epoch beside the manifest: refused
+    info = read_checkpoint_unit(tmp_path, 'unit.json')
+    assert info['epoch'] == 0 and (info['unit'] / 'a.bin').read_text() == 'a0' and not info['skipped']
+    unit(1)  # the half-written unit left by the kill is replaced
+    info = read_checkpoint_unit(tmp_path, 'unit.json')
+    assert info['epoch'] == 1 and (info['unit'] / 'a.bin').read_text() == 'a1'
+    assert (info['unit'] / 'b.bin').read_text() == 'b1'
+    (info['unit'] / 'b.bin').write_text('b0')  # a file of another epoch in the newest unit: the previous one is used
+    info = read_checkpoint_unit(tmp_path, 'unit.json')
+    assert info['epoch'] == 0 and 'b.bin is not the file of the epoch-2 checkpoint' in info['skipped'][0]
+    # an older version's run folder (one unit in the folder itself), killed between its manifest and its renames
+    legacy = tmp_path / 'legacy'
+    legacy.mkdir()
+    for name in ('a', 'b'):
+        (legacy / f'{name}.bin').write_text(f'{name}0')
+        (legacy / f'{name}.bin.new').write_text(f'{name}1')
+    digest = {f'{n}.bin': hashlib.sha256(f'{n}1'.encode()).hexdigest() for n in 'ab'}
+    (legacy / 'unit.json').write_text(json.dumps(dict(epoch=1, files=digest)))
+    assert read_checkpoint_unit(legacy, 'unit.json')['epoch'] == 1  # the renames are finished
+    assert (legacy / 'a.bin').read_text() == 'a1' and (legacy / 'b.bin').read_text() == 'b1'
+    (legacy / 'b.bin').write_text('b0')
     with pytest.raises(CheckpointError, match='b.bin is not the file of the epoch-2 checkpoint'):
-        read_checkpoint_unit(tmp_path, 'unit.json')
+        read_checkpoint_unit(legacy, 'unit.json')
 
 
-def _rewrite_state(folder, payload):
+def _rewrite_state(run, payload):
     """Replace the state file and its checksum in the manifest (a consistent but hostile checkpoint)."""
-    import hashlib
+    folder = unit_dir(run, 0)
     if payload is None:
         (folder / CHECKPOINT_STATE).write_bytes(b'')
     else:
@@ -501,7 +506,7 @@ def _copy_run(run_dir, tmp_path):
 
 
 def _state(run_dir):
-    return torch.load(run_dir / CHECKPOINT_STATE, weights_only=True)
+    return torch.load(unit_dir(run_dir, 0) / CHECKPOINT_STATE, weights_only=True)
 
 
 @pytest.mark.parametrize('case, words', [
@@ -528,9 +533,9 @@ def test_resume_refuses_bad_state_before_training(run_dir, tmp_path, case, words
     elif case == 'other epoch':
         _rewrite_state(run, dict(state, epoch=5))
     elif case == 'unmatched checksum':
-        torch.save(dict(state, epoch=1), run / CHECKPOINT_STATE)
+        torch.save(dict(state, epoch=1), unit_dir(run, 0) / CHECKPOINT_STATE)
     elif case == 'no manifest':
-        (run / CHECKPOINT_MANIFEST).unlink()
+        (unit_dir(run, 0) / CHECKPOINT_MANIFEST).unlink()
     elif case == 'other channels':
         channels = 6
     else:
@@ -557,7 +562,7 @@ def test_non_finite_weights_stop_the_run_before_anything_is_written(tmp_path):
     setup.model.register_parameter('unused', torch.nn.Parameter(torch.tensor([float('nan')])))
     with pytest.raises(BnasError, match='parameter unused is no longer finite'):
         run_training(setup)
-    assert not (tmp_path / CHECKPOINT_MANIFEST).exists() and not (tmp_path / 'model.safetensors').exists()
+    assert not (tmp_path / 'checkpoints').exists() and not (tmp_path / 'model.safetensors').exists()
 
 
 def test_fuzz_resume_state(run_dir, tmp_path):
@@ -565,8 +570,9 @@ def test_fuzz_resume_state(run_dir, tmp_path):
     load_checkpoint gives only CheckpointError (or a restored state)."""
     run = _copy_run(run_dir, tmp_path)
     state = _state(run)
-    files = {name: (run / name).read_bytes() for name in (CHECKPOINT_STATE, 'checkpoint.safetensors')}
-    manifest = (run / CHECKPOINT_MANIFEST).read_text()
+    unit = unit_dir(run, 0)
+    files = {name: (unit / name).read_bytes() for name in (CHECKPOINT_STATE, 'checkpoint.safetensors')}
+    manifest = (unit / CHECKPOINT_MANIFEST).read_text()
     setup = _setup(run)
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
@@ -575,8 +581,8 @@ def test_fuzz_resume_state(run_dir, tmp_path):
     refused = 0
     for i in range(150):
         for name, data in files.items():
-            (run / name).write_bytes(data)
-        (run / CHECKPOINT_MANIFEST).write_text(manifest)
+            (unit / name).write_bytes(data)
+        (unit / CHECKPOINT_MANIFEST).write_text(manifest)
         if i % 3:
             payload = copy.deepcopy(state)
             key = rng.choice(sorted(payload))
@@ -590,8 +596,9 @@ def test_fuzz_resume_state(run_dir, tmp_path):
             name = rng.choice(sorted(files))
             data = bytearray(files[name])
             data[rng.randrange(len(data))] ^= 0xFF
-            (run / name).write_bytes(bytes(data))
-        scheduler, _ = create_scheduler_v2(optimizer, sched='cosine', num_epochs=2)
+            (unit / name).write_bytes(bytes(data))
+        scheduler, _ = create_scheduler_v2(optimizer, sched='cosine', num_epochs=2, step_on_epochs=False,
+                                           updates_per_epoch=2)
         try:
             load_checkpoint(run, setup.model, optimizer, scheduler, 'bnas_custom')
         except CheckpointError:
@@ -618,7 +625,7 @@ def test_bad_train_arguments(tmp_path, extra, words, capsys):
     assert train_main(TRAIN + extra + ['--output', str(tmp_path / 'o')]) == 2
     err = capsys.readouterr().err
     assert words in err and 'Traceback' not in err, err
-    assert not (tmp_path / 'o' / CHECKPOINT_MANIFEST).exists()
+    assert not (tmp_path / 'o' / 'checkpoints').exists()
 
 
 SEARCH = ['--data', 'embedded', '--epochs', '1', '--layers', '3', '--channels', '4', '--no-progress',
@@ -628,18 +635,18 @@ SEARCH = ['--data', 'embedded', '--epochs', '1', '--layers', '3', '--channels', 
 @pytest.mark.parametrize('extra', [['--lr', '-1'], ['--arch-lr', '-1'], ['--weight-decay', '-1'], ['--lr', 'nan'],
                                    ['--arch-lr', 'inf'], ['--min-lr', '-1'], ['--train-subset', '0']])
 def test_bad_search_arguments(tmp_path, extra, capsys):
-    assert search_main(SEARCH + extra + ['--out', str(tmp_path / 'c.json')]) == 2
+    assert search_main(SEARCH + extra + ['--output', str(tmp_path / 'c')]) == 2
     err = capsys.readouterr().err
     assert extra[0] in err and 'Traceback' not in err, err
-    assert not (tmp_path / 'c.json').exists()
+    assert not (tmp_path / 'c' / 'genotype.json').exists()
 
 
 def test_a_diverging_search_stops_and_writes_no_genotype(tmp_path, capsys, monkeypatch):
     import bnas_zoo.derive
     monkeypatch.setattr(bnas_zoo.derive, 'diversity_regularizer', lambda *a: torch.tensor(float('nan')))
-    assert search_main(SEARCH + ['--out', str(tmp_path / 'c.json')]) == 2
+    assert search_main(SEARCH + ['--output', str(tmp_path / 'c')]) == 2
     err = capsys.readouterr().err
-    assert 'no longer finite' in err and not (tmp_path / 'c.json').exists()
+    assert 'no longer finite' in err and not (tmp_path / 'c' / 'genotype.json').exists()
 
 
 def test_unexpected_errors_are_one_message_and_debug_shows_the_traceback(monkeypatch, capsys):

@@ -170,37 +170,39 @@ def test_supernet_forward_backward_and_ablation():
 
 
 def test_bad_search_input(tmp_path, capsys):
-    base = ['--data', 'embedded', '--epochs', '1', '--layers', '3', '--channels', '4', '--no-progress']
+    base = ['--dataset', 'embedded', '--epochs', '1', '--cells', '3', '--channels', '4', '--no-progress']
     for extra, message in (
             (['--gamma', '0'], '--gamma 0'),
             (['--lam', '-1'], '--lam -1'),
             (['--tau', '0'], '--tau 0'),
             (['--ops', 'none', 'conv_9x9'], 'unknown operation(s) conv_9x9'),
             (['--batch-size', '1000'], 'too few to halve')):
-        assert search_main(base + extra + ['--out', str(tmp_path / 'c.json')]) == 2
+        assert search_main(base + extra + ['--output', str(tmp_path / 'c')]) == 2
         assert message in capsys.readouterr().err
-    existing = tmp_path / 'exists.json'
-    existing.write_text('{}')
-    assert search_main(base + ['--out', str(existing)]) == 2
+    existing = tmp_path / 'exists'
+    existing.mkdir()
+    (existing / 'genotype.json').write_text('{}')
+    assert search_main(base + ['--output', str(existing)]) == 2
     assert '--overwrite' in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_short_search_then_build_then_train(tmp_path, capsys):
-    out = tmp_path / 'cell.json'
-    small = ['--data', 'embedded', '--layers', '3', '--channels', '4', '--batch-size', '32', '--train-subset', '256',
-             '--out', str(out), '--no-progress']
+    run = tmp_path / 'cell'
+    out = run / 'genotype.json'
+    small = ['--dataset', 'embedded', '--cells', '3', '--channels', '4', '--batch-size', '32', '--train-subset', '256',
+             '--output', str(run), '--no-progress']
     assert search_main(small + ['--epochs', '2']) == 0
     g1 = load_genotype(out)
-    g3 = load_genotype(tmp_path / 'cell.gamma3.json')
-    assert g1.provenance['gamma'] == 1.0 and g3.provenance['gamma'] == 3.0
+    g3 = load_genotype(run / 'genotype.gamma3.json')
+    assert g1.name == 'cell' and g1.provenance['gamma'] == 1.0 and g3.provenance['gamma'] == 3.0
     assert g1.provenance['lam'] == 1.0 and g1.provenance['tau'] == 7.7 and len(g1.provenance['final_alphas']['normal']) == 14
-    log = json.loads((tmp_path / 'cell_search' / 'search_log.json').read_text())
+    log = json.loads((run / 'search_log.json').read_text())
     assert [r['epoch'] for r in log] == [1, 2] and all(0 <= r['learnable_share'] <= 1 for r in log)
-    assert (tmp_path / 'cell_search' / 'alphas.png').read_bytes()[:4] == b'\x89PNG'
-    # resume continues from the checkpoint to more epochs
-    assert search_main(small + ['--epochs', '3', '--resume']) == 0
-    assert len(json.loads((tmp_path / 'cell_search' / 'search_log.json').read_text())) == 3
+    assert (run / 'alphas.png').read_bytes()[:4] == b'\x89PNG'
+    # a finished search is not stretched to more epochs: its schedule was fitted to 2
+    assert search_main(small + ['--epochs', '3', '--resume']) == 2
+    assert 'started for 2 epochs; this command asks for 3' in capsys.readouterr().err
     # the genotype trains through bnas-train
     from bnas_zoo.train.train import main as train_main
     assert train_main(['--model', 'bnas_custom', '--model-arg', f'genotype={out}', '--model-arg', 'layers=3',
@@ -236,37 +238,38 @@ def _without_seconds(rows):
 def test_search_resume_is_exact(tmp_path, capsys):
     """A 3-epoch search stopped after 2 (--stop-after) and resumed ends exactly as a straight 3-epoch search."""
     from safetensors.torch import load_file
-    small = ['--data', 'embedded', '--layers', '3', '--channels', '4', '--batch-size', '8', '--train-subset', '32',
+    from bnas_zoo.train.checkpoint import unit_dir
+    small = ['--dataset', 'embedded', '--cells', '3', '--channels', '4', '--batch-size', '8', '--train-subset', '32',
              '--epochs', '3', '--no-progress']
-    straight, interrupted = tmp_path / 'straight', tmp_path / 'interrupted'
-    assert search_main(small + ['--out', str(straight / 'cell.json')]) == 0
-    assert search_main(small + ['--out', str(interrupted / 'cell.json'), '--stop-after', '2']) == 0
+    straight, interrupted = tmp_path / 'straight' / 'cell', tmp_path / 'interrupted' / 'cell'
+    assert search_main(small + ['--output', str(straight)]) == 0
+    assert search_main(small + ['--output', str(interrupted), '--stop-after', '2']) == 0
     assert 'stopped after epoch 2 of 3' in capsys.readouterr().out
-    assert not (interrupted / 'cell.json').exists()  # an unfinished search writes no genotype
-    assert [r['epoch'] for r in json.loads((interrupted / 'cell_search' / 'search_log.json').read_text())] == [1, 2]
-    assert search_main(small + ['--out', str(interrupted / 'cell.json'), '--resume']) == 0
-    a, b = (load_file(d / 'cell_search' / 'supernet.safetensors') for d in (straight, interrupted))
+    assert not (interrupted / 'genotype.json').exists()  # an unfinished search writes no genotype
+    assert [r['epoch'] for r in json.loads((interrupted / 'search_log.json').read_text())] == [1, 2]
+    assert search_main(small + ['--output', str(interrupted), '--resume']) == 0
+    a, b = (load_file(unit_dir(d, 2) / 'supernet.safetensors') for d in (straight, interrupted))
     assert {'alphas_normal', 'alphas_reduce'} <= a.keys() and a.keys() == b.keys()  # weights and architecture
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
-    sa, sb = (torch.load(d / 'cell_search' / 'search_state.pt', weights_only=True) for d in (straight, interrupted))
+    sa, sb = (torch.load(unit_dir(d, 2) / 'search_state.pt', weights_only=True) for d in (straight, interrupted))
     assert sa['epoch'] == sb['epoch'] == 2
-    for key in ('w_opt', 'a_opt', 'sched', 'rng', 'config'):  # both optimizers, the schedule, the RNG
+    for key in ('w_opt', 'a_opt', 'sched', 'scaler', 'rng', 'config'):  # both optimizers, the schedule, the RNG
         _same(sa[key], sb[key], key)
     _same(_without_seconds(sa['history']), _without_seconds(sb['history']), 'history')
-    la, lb = (json.loads((d / 'cell_search' / 'search_log.json').read_text()) for d in (straight, interrupted))
+    la, lb = (json.loads((d / 'search_log.json').read_text()) for d in (straight, interrupted))
     assert _without_seconds(la) == _without_seconds(lb) and [r['epoch'] for r in lb] == [1, 2, 3]
     assert [r['regularizer_weight'] for r in lb] == pytest.approx([math.exp(-t / 7.7) for t in range(3)])
-    for name in ('cell.json', 'cell.gamma3.json'):  # the genotypes, their provenance and final alphas
+    for name in ('genotype.json', 'genotype.gamma3.json'):  # the genotypes, their provenance and final alphas
         assert json.loads((straight / name).read_text()) == json.loads((interrupted / name).read_text()), name
     # each file is Eq. 5 applied to the final architecture weights with its own gamma
-    g3 = json.loads((interrupted / 'cell.gamma3.json').read_text())
+    g3 = json.loads((interrupted / 'genotype.gamma3.json').read_text())
     final = {k: torch.tensor(v) for k, v in g3['provenance']['final_alphas'].items()}
-    for name, gamma in (('cell.json', 1.0), ('cell.gamma3.json', 3.0)):
+    for name, gamma in (('genotype.json', 1.0), ('genotype.gamma3.json', 3.0)):
         geno = json.loads((interrupted / name).read_text())
         expected = derive_genotype(final, OPS, 4, gamma)
         assert (geno['normal'], geno['reduce'], geno['provenance']['gamma']) == (
             expected['normal'], expected['reduce'], gamma), name
-    assert search_main(small + ['--out', str(tmp_path / 'x.json'), '--stop-after', '0']) == 2
+    assert search_main(small + ['--output', str(tmp_path / 'x'), '--stop-after', '0']) == 2
     assert '--stop-after 0' in capsys.readouterr().err
 
 

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import bnas_zoo
+from bnas_zoo.train.checkpoint import unit_dir
 from bnas_zoo.train.data import EMBEDDED_MEAN, EMBEDDED_STD, build_datasets
 from bnas_zoo.train.engine import TrainSetup, param_groups, run_training
 from bnas_zoo.train.recipes import RecipeError, list_recipes, load_recipe
@@ -102,8 +103,8 @@ def test_resume_is_exact(tmp_path):
             p.add_(1.0)
     run_training(setup)
     for name in ('checkpoint.safetensors', 'checkpoint_ema.safetensors'):  # the weights and their EMA
-        a = load_file(straight / name)
-        b = load_file(interrupted / name)
+        a = load_file(unit_dir(straight, 2) / name)
+        b = load_file(unit_dir(interrupted, 2) / name)
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
     ha = json.loads((straight / 'summary.json').read_text())
@@ -117,7 +118,8 @@ def test_cli_train_validate_publish(tmp_path, capsys):
     assert train_main(['--model', 'bnas_mini', '--data', 'embedded', '--output', str(out), '--epochs', '1',
                        '--train-subset', '64', '--no-progress']) == 0
     assert 'best: epoch 1' in capsys.readouterr().out
-    for name in ('model.safetensors', 'config.json', 'checkpoint.safetensors', 'checkpoint_state.pt',
+    for name in ('model.safetensors', 'config.json', 'checkpoints/epoch-0001/checkpoint.safetensors',
+                 'checkpoints/epoch-0001/checkpoint_state.pt', 'checkpoints/epoch-0001/checkpoint.json',
                  'summary.csv', 'summary.json', 'curves.png', 'recipe.yaml'):
         assert (out / name).is_file(), name
     assert validate_main(['--model', f'local-dir:{out}', '--data', 'embedded', '--json']) == 0
@@ -157,13 +159,13 @@ def test_fine_tune_on_an_image_folder_head_first(tmp_path, capsys):
             '--output', str(out), '--no-progress']
     assert train_main(argv + ['--stop-after', '1']) == 0
     body = {k: v for k, v in pre.state_dict().items() if not k.startswith('classifier.')}
-    after_head = load_file(out / 'checkpoint.safetensors')
+    after_head = load_file(unit_dir(out, 0) / 'checkpoint.safetensors')
     assert all(torch.equal(after_head[k], v) for k, v in body.items())  # the head-only epoch froze the body
     assert after_head['classifier.weight'].shape == (3, 384)
     assert train_main(argv + ['--resume']) == 0
     history = json.loads((out / 'summary.json').read_text())
     assert [h['head_only'] for h in history] == [True, False]
-    tuned = load_file(out / 'checkpoint.safetensors')
+    tuned = load_file(unit_dir(out, 1) / 'checkpoint.safetensors')
     assert not torch.equal(tuned['cells.0.ops.1.conv.weight'], body['cells.0.ops.1.conv.weight'])
 
 
@@ -221,7 +223,7 @@ def _save_pretrained(folder: Path, name='bnas_mini', **kwargs):
 
 def test_fine_tune_smaller_than_the_batch_trains_and_reports_honestly(tmp_path, capsys):
     """A training set smaller than the batch: the batch is lowered with a notice (never an epoch of no step);
-    the default recipe follows the architecture of a local-dir: model; summary.csv's lr is the epoch's own rate;
+    fine-tuning a local-dir: model takes the short recipe; summary.csv's lr is the epoch's own rate;
     curves.png names the run, has integer epochs and marks the head-only phase; the weights are world-readable;
     bnas-validate reads the fine-tuned head's class count from the checkpoint."""
     import stat
@@ -238,24 +240,26 @@ def test_fine_tune_smaller_than_the_batch_trains_and_reports_honestly(tmp_path, 
     finally:
         os.umask(old)
     err = capsys.readouterr().err
-    assert 'fewer than the batch size 256' in err and 'using --batch-size 12' in err
+    assert 'fewer than the batch size 64' in err and 'using --batch-size 12' in err
+    assert 'recipe short (fine-tuning trained weights' in err
     history = json.loads((out / 'summary.json').read_text())
     assert all(h['train_loss'] > 0 and h['images_per_s'] > 0 for h in history)
     run = json.loads((out / 'config.json').read_text())['bnas_run']
-    assert run['recipe_name'] == 'cifar10' and run['recipe']['batch_size'] == 12  # a CIFAR stem, named by folder
-    # lr: the rate used in each epoch (cosine over 2 epochs: the full rate first, then lower)
+    assert run['recipe_name'] == 'short' and run['recipe']['batch_size'] == 12
+    # lr: the rate of each epoch's first step (cosine over 2 epochs: the full rate first, then lower)
     assert history[0]['lr'] == 0.01 and history[1]['lr'] < 0.01
     csv = (out / 'summary.csv').read_text().splitlines()
     assert csv[0].split(',')[1] == 'lr' and float(csv[1].split(',')[1]) == 0.01
     title = Image.open(out / 'curves.png').text['Title']
-    assert title == f'local-dir:{tmp_path / "pre"} (bnas_mini) on data, recipe cifar10'
+    assert title == f'local-dir:{tmp_path / "pre"} (bnas_mini) on data, recipe short'
     fig = _curves_figure(history, title)
     for ax in fig.axes:
         assert all(float(t).is_integer() for t in ax.get_xticks())
         assert 'head only' in ax.get_legend_handles_labels()[1]
         shaded = [p for p in ax.patches if p.get_label() == 'head only']
         assert len(shaded) == 1 and shaded[0].get_x() == 0.5 and shaded[0].get_width() == 1.0  # epoch 1 only
-    for name in ('model.safetensors', 'config.json', 'checkpoint.safetensors', 'summary.csv', 'curves.png'):
+    for name in ('model.safetensors', 'config.json', 'checkpoints/epoch-0002/checkpoint.safetensors', 'summary.csv',
+                 'curves.png'):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
     # bnas-validate: the checkpoint's head has 3 classes
     ckpt = str(out / 'model.safetensors')
@@ -326,7 +330,8 @@ def test_data_folder_problems_are_refused(tmp_path, capsys):
     no_val = _image_folder(tmp_path / 'noval', splits=('train',))
     with pytest.raises(DataError, match=r"no 'validation' split \(looked for validation, .*val.*--val-split train"):
         build(no_val)
-    code = train_main(['--data-dir', str(no_val), '--output', str(tmp_path / 'o'), '--no-progress'])
+    code = train_main(['--model', 'bnas_mini', '--data-dir', str(no_val), '--output', str(tmp_path / 'o'),
+                       '--no-progress'])
     assert code == 2 and "no 'validation' split" in capsys.readouterr().err
     train_ds, eval_ds, classes = build(no_val, val_split='train')  # knowingly: a warning
     assert classes == 3 and len(eval_ds) == 12 and 'evaluating on the training images' in capsys.readouterr().err

@@ -2,11 +2,11 @@
 checkpoints with exact resume, distributed data parallel, per-epoch summaries and curves."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -26,11 +26,15 @@ from tqdm import tqdm
 
 from bnas_zoo.binary import attach_latent_projection, binary_param_names
 from bnas_zoo.errors import BnasError, CheckpointError, first_line
-from bnas_zoo.files import atomic_write, give_default_mode
+from bnas_zoo.files import atomic_write, fsync_dir, fsync_file, give_default_mode, rename
+
+from .checkpoint import clear_checkpoints, read_checkpoint_unit, write_checkpoint_unit
+from .loader import default_workers, make_loader, set_epoch, to_device
 
 __all__ = ['TrainSetup', 'param_groups', 'run_training', 'evaluate', 'save_checkpoint', 'load_checkpoint',
            'autocast', 'rng_state', 'set_rng_state', 'write_checkpoint_unit', 'read_checkpoint_unit',
-           'check_state_dict_fits', 'CHECKPOINT_MANIFEST', 'seed_everything', 'curves_title']
+           'check_state_dict_fits', 'check_same_settings', 'resume_notice', 'recalibrate_batchnorm', 'make_scheduler',
+           'CHECKPOINT_MANIFEST', 'seed_everything', 'curves_title']
 
 CHECKPOINT_WEIGHTS = 'checkpoint.safetensors'
 CHECKPOINT_STATE = 'checkpoint_state.pt'
@@ -48,7 +52,7 @@ class TrainSetup:
     model_name: str
     device: torch.device = torch.device('cpu')
     seed: int = 0
-    workers: int = 0
+    workers: Optional[int] = None      # data-loading processes; None: sized to the machine (loader.default_workers)
     amp: Optional[str] = None          # None, 'bf16' or 'fp16'
     channels_last: bool = False
     compile: bool = False
@@ -96,77 +100,30 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> Dict[str, Any]:
+    """The state of every generator a run draws from: torch's (CPU, and each GPU's once used), Python's, numpy's."""
     np_state = np.random.get_state()
-    return dict(torch=torch.get_rng_state(), python=random.getstate(),
-                numpy=[np_state[0], np_state[1].tolist(), *np_state[2:]])
+    state = dict(torch=torch.get_rng_state(), python=random.getstate(),
+                 numpy=[np_state[0], np_state[1].tolist(), *np_state[2:]])
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state['torch'])
+    if state.get('cuda') is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
     py = state['python']
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state['numpy']
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_checkpoint_unit(folder: Path, manifest: str, writers: Dict[str, Any], epoch: int, **extra: Any) -> None:
-    """Write a checkpoint of several files as one unit: each file to ``NAME.new``, then the manifest (epoch and
-    checksums, atomically: the commit point), then each ``NAME.new`` renamed to ``NAME``. A process killed at any
-    moment leaves either the previous checkpoint or this one, which :func:`read_checkpoint_unit` completes."""
-    files = {}
-    for name, write in writers.items():
-        write(folder / f'{name}.new')
-        give_default_mode(folder / f'{name}.new')  # safetensors writes 0600: others may read it
-        files[name] = _sha256(folder / f'{name}.new')
-    info = dict(epoch=epoch, files=files, **extra)
-    atomic_write(folder / manifest, lambda p: p.write_text(json.dumps(info, indent=2) + '\n'))
-    for name in files:
-        os.replace(folder / f'{name}.new', folder / name)
-
-
-def read_checkpoint_unit(folder: Path, manifest: str, what: str = '--resume') -> Dict[str, Any]:
-    """The manifest of the checkpoint in ``folder``, after checking that every file it names is the one written
-    with it (finishing the renames of a write that was interrupted); a CheckpointError otherwise."""
-    path = folder / manifest
-    if not path.is_file():
-        raise CheckpointError(f'{what} {folder}: no {manifest}, so no complete checkpoint (the run never finished '
-                              f'an epoch, or was written by an older bnas_zoo without checkpoint manifests)')
-    try:
-        info = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise CheckpointError(f'{what} {path}: not valid JSON ({first_line(e)})') from None
-    files = info.get('files') if isinstance(info, dict) else None
-    if (not isinstance(files, dict) or not files or not isinstance(info.get('epoch'), int)
-            or not all(isinstance(k, str) and '/' not in k and isinstance(v, str) for k, v in files.items())):
-        raise CheckpointError(f"{what} {path}: expected an object with 'epoch' (an integer) and 'files' "
-                              f"(file name -> sha256)")
-    for name, digest in files.items():
-        final, new = folder / name, folder / f'{name}.new'
-        if final.is_file() and _sha256(final) == digest:
-            continue
-        if new.is_file() and _sha256(new) == digest:  # killed between the manifest and the renames: finish them
-            try:
-                os.replace(new, final)
-            except FileNotFoundError:  # another process (a torchrun rank) finished it first
-                pass
-            continue
-        raise CheckpointError(f'{what} {folder}: {name} is not the file of the epoch-{info["epoch"] + 1} checkpoint '
-                              f'named in {manifest} (missing, or its sha256 differs: modified or from another '
-                              f'epoch); the checkpoint cannot be trusted')
-    return info
-
-
 def save_checkpoint(output: Path, model: nn.Module, optimizer, scheduler, epoch: int, best: Dict[str, Any],
-                    history: List[Dict[str, Any]], model_name: str, ema: Optional[nn.Module] = None) -> None:
-    """Weights (safetensors), their EMA and the training state, written as one unit (:func:`write_checkpoint_unit`)."""
+                    history: List[Dict[str, Any]], model_name: str, ema: Optional[nn.Module] = None, scaler=None,
+                    recipe: Optional[Dict[str, Any]] = None) -> Path:
+    """Weights (safetensors), their EMA and the training state (optimizer, scheduler, fp16 gradient scaler,
+    RNG, recipe, history), written as one durable unit (:func:`write_checkpoint_unit`); returns its folder."""
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     writers = {CHECKPOINT_WEIGHTS: lambda p: save_file(state, str(p), metadata={'model': model_name})}
     if ema is not None:
@@ -174,8 +131,12 @@ def save_checkpoint(output: Path, model: nn.Module, optimizer, scheduler, epoch:
         writers[CHECKPOINT_EMA] = lambda p: save_file(ema_state, str(p), metadata={'model': model_name})
     payload = dict(epoch=epoch, model=model_name, optimizer=optimizer.state_dict(), optimizer_type=type(optimizer).__name__,
                    scheduler=scheduler.state_dict(), rng=rng_state(), best=best, history=history)
+    if scaler is not None:
+        payload['scaler'] = scaler.state_dict()
+    if recipe is not None:
+        payload['recipe'] = {k: v for k, v in recipe.items() if k != 'description'}
     writers[CHECKPOINT_STATE] = lambda p: torch.save(payload, p)
-    write_checkpoint_unit(output, CHECKPOINT_MANIFEST, writers, epoch, model=model_name)
+    return write_checkpoint_unit(output, CHECKPOINT_MANIFEST, writers, epoch, model=model_name)
 
 
 def check_state_dict_fits(tensors: Dict[str, torch.Tensor], model: nn.Module, source: str) -> None:
@@ -210,15 +171,37 @@ def _check_optimizer_state(saved: Dict[str, Any], optimizer, source: str, saved_
                               f'settings of the run')
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, model_name: str,
-                    ema: Optional[nn.Module] = None) -> Dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG state; returns the state (epoch, best, history).
+def check_same_settings(saved: Dict[str, Any], current: Dict[str, Any], source: str, restart: str) -> None:
+    """A CheckpointError when a resumed run's settings differ from those it was started with (resuming exactly
+    needs the same), naming them; another number of epochs gets its own reason (the schedule is fitted to the
+    run's length). ``restart`` says how to train on under other settings instead."""
+    if saved.get('epochs') != current.get('epochs'):
+        raise CheckpointError(
+            f"{source}: the run was started for {saved.get('epochs')} epochs; this command asks for "
+            f"{current.get('epochs')}. Its learning-rate schedule (warm-up, decay to the final rate) is fitted to "
+            f"{saved.get('epochs')} epochs and the epochs done followed it, so it cannot be stretched exactly: resume "
+            f"with --epochs {saved.get('epochs')}, or {restart}")
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if changed:
+        raise CheckpointError(f"{source}: the run was started with other settings ("
+                              + ', '.join(f'{k} {saved.get(k)!r}, now {current.get(k)!r}' for k in changed[:6])
+                              + f'); resume with the settings of the run, or {restart}')
 
-    Everything is checked before anything is restored: the checkpoint unit (manifest), the state's fields, the
-    weights' names and shapes, the optimizer's kind; a CheckpointError names what does not fit."""
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, model_name: str,
+                    ema: Optional[nn.Module] = None, scaler=None, recipe: Optional[Dict[str, Any]] = None,
+                    ) -> Dict[str, Any]:
+    """Restore weights, optimizer, scheduler, gradient scaler and RNG state from the newest intact checkpoint
+    unit of the run folder ``path``; returns the state (epoch, best, history), with ``unit`` (the folder read)
+    and ``skipped`` (the damaged newer units, with their reasons).
+
+    Everything is checked before anything is restored: the checkpoint unit (manifest, checksums), the state's
+    fields, the recipe it was started with (``recipe``, when given), the weights' names and shapes, the
+    optimizer's kind; a CheckpointError names what does not fit."""
     path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    info = read_checkpoint_unit(folder, CHECKPOINT_MANIFEST)
+    run = path if path.is_dir() else path.parent
+    info = read_checkpoint_unit(run, CHECKPOINT_MANIFEST)
+    folder = info['unit']
     state_file = folder / CHECKPOINT_STATE
     try:
         state = torch.load(state_file, map_location='cpu', weights_only=True)
@@ -253,14 +236,24 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, model_na
             raise CheckpointError(f'--resume {folder / CHECKPOINT_EMA}: unreadable ({first_line(e)})') from None
         check_state_dict_fits(ema_tensors, ema, f'--resume {folder / CHECKPOINT_EMA}')
     _check_optimizer_state(state['optimizer'], optimizer, f'--resume {state_file}', state.get('optimizer_type'))
+    if recipe is not None and isinstance(state.get('recipe'), dict):
+        check_same_settings(state['recipe'], {k: v for k, v in recipe.items() if k != 'description'},
+                            f'--resume {run}', f'train on from its weights in a new run (--model local-dir:{run} '
+                            f'--output NEW_FOLDER --epochs N)')
+    if scaler is not None and not isinstance(state.get('scaler'), dict):
+        raise CheckpointError(f'--resume {state_file}: the run kept no fp16 gradient-scaler state (it was not an '
+                              f'--amp fp16 run, or an older version wrote it); resume with the run\'s --amp')
+
     def restore() -> None:
         model.load_state_dict(tensors)
         if ema_tensors is not None:
             ema.load_state_dict(ema_tensors)
         optimizer.load_state_dict(state['optimizer'])
         scheduler.load_state_dict(state['scheduler'])
+        if scaler is not None:
+            scaler.load_state_dict(state['scaler'])
     restore_or_refuse(state_file, restore, state['rng'])
-    return state
+    return dict(state, unit=folder, skipped=info['skipped'])
 
 
 def restore_or_refuse(state_file: Path, restore: Callable[[], None], rng: Dict[str, Any]) -> None:
@@ -274,6 +267,14 @@ def restore_or_refuse(state_file: Path, restore: Callable[[], None], rng: Dict[s
                               f'({type(e).__name__}: {first_line(e)})') from None
 
 
+def resume_notice(state: Dict[str, Any], what: str) -> str:
+    """The line a resume prints: the epoch it continues from, the unit read, and any damaged newer unit
+    skipped (with its reason)."""
+    lines = [f"{what}: skipped a damaged checkpoint: {reason}" for reason in state.get('skipped', [])]
+    lines.append(f"{what}: resuming after epoch {state['epoch'] + 1} (checkpoint {state['unit']})")
+    return '\n'.join(lines)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, criterion: Optional[nn.Module] = None,
              amp: Optional[str] = None, channels_last: bool = False, progress: bool = False) -> Dict[str, float]:
@@ -283,9 +284,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, criterion: Optional
     totals = torch.zeros(4, dtype=torch.float64)  # loss sum, top1 hits, top5 hits, count
     amp_ctx = autocast(device, amp)
     for x, y in tqdm(loader, desc='eval', disable=not progress, leave=False):
-        x, y = x.to(device), y.to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, y = to_device(x, device, channels_last), to_device(y, device)
         with amp_ctx:
             out = model(x)
         out = out.float()
@@ -305,17 +304,6 @@ def autocast(device: torch.device, amp: Optional[str]):
         return nullcontext()
     dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _loader(ds, batch_size: int, shuffle: bool, seed: int, epoch: int, workers: int, drop_last: bool):
-    if _distributed():
-        sampler = torch.utils.data.DistributedSampler(ds, shuffle=shuffle, seed=seed, drop_last=drop_last)
-        sampler.set_epoch(epoch)
-        return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                           drop_last=drop_last)
-    g = torch.Generator().manual_seed(seed * 1000 + epoch)  # the order of an epoch depends on it alone
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g,
-                                       num_workers=workers, drop_last=drop_last)
 
 
 def _curves_figure(history: List[Dict[str, Any]], title: str):
@@ -384,8 +372,70 @@ def _save_best(model: nn.Module, s: TrainSetup, epoch: int) -> None:
     save_config_for_hf(model, tmp / 'config.json', model_config=model_config, model_args=s.export_args)
     for name in ('model.safetensors', 'config.json'):
         give_default_mode(tmp / name)  # safetensors writes 0600: the run's weights are for others too
-        os.replace(tmp / name, s.output / name)
+        fsync_file(tmp / name)
+        rename(tmp / name, s.output / name)
+    fsync_dir(s.output)
     tmp.rmdir()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader, images: int, device: torch.device, channels_last: bool = False,
+                          amp: Optional[str] = None) -> int:
+    """Recompute every BatchNorm's running statistics as the plain average over the first batches of
+    ``loader`` (about ``images`` images) with the model's current weights; returns the images used.
+
+    The running averages kept during an epoch mix the statistics of every step's weights; a binary network's
+    activations change scale quickly while its weights (and the XNOR scale alpha) move, so those averages lag
+    behind the final weights and the evaluation (which uses them) lags behind the training. Training-mode
+    forward passes without gradients; the momentum of each BatchNorm is put back afterwards; under
+    torch.distributed the statistics are averaged over the processes."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    model.train()
+    seen = 0
+    try:
+        for x, _ in loader:
+            with autocast(device, amp):
+                model(to_device(x, device, channels_last))
+            seen += x.shape[0]
+            if seen >= images:  # (at least one batch)
+                break
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    if _distributed():
+        for m in norms:
+            for t in (m.running_mean, m.running_var):
+                dist.all_reduce(t)
+                t.div_(_world())
+    return seen
+
+
+#: why a binary network's training diverges, and what to change (the message of a NaN or infinite loss)
+DIVERGENCE = ('At a high SGD rate from the first steps, the latent binary weights jump to their clamp (the XNOR '
+              'gradient is scaled by the kernel size times the input channels, as in the released training), the '
+              'XNOR scale alpha grows many times within a few steps, and the classifier receives features that '
+              'explode with it. Use a warm-up (--warmup-epochs, a fraction of an epoch is fine), a lower --lr, or '
+              'the short recipe (Adam: --recipe short)')
+
+
+def make_scheduler(optimizer, r: Dict[str, Any], updates_per_epoch: int):
+    """timm's scheduler for the recipe, stepped at every update (so that a warm-up or a cycle of a fraction of
+    an epoch keeps its shape: a short run of a long recipe is the same curve, compressed)."""
+    cycle = r.get('sched_cycle_epochs')
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=r['sched'], num_epochs=cycle or r['epochs'], min_lr=r['min_lr'],
+        warmup_lr=r['warmup_lr'], warmup_epochs=r['warmup_epochs'], cycle_decay=r['cycle_decay'],
+        cycle_limit=max(1, round(r['epochs'] / cycle)) if cycle else 1, step_on_epochs=False,
+        updates_per_epoch=updates_per_epoch)
+    return scheduler
 
 
 def run_training(s: TrainSetup) -> Dict[str, Any]:
@@ -400,37 +450,41 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
         model = model.to(memory_format=torch.channels_last)
     if hasattr(model, 'set_drop_path'):
         model.set_drop_path(r['drop_path'])
+    per_process = max(1, r['batch_size'] // _world())
+    if len(s.train_ds) // _world() < per_process:  # the incomplete last batch is dropped: an epoch of no step
+        raise BnasError(f"the training set holds {len(s.train_ds)} images, fewer than the batch size "
+                        f"{r['batch_size']}: an epoch would train nothing; lower the batch size")
+    workers = s.workers if s.workers is not None else default_workers(device)
+    train_loader = make_loader(s.train_ds, per_process, s.seed, True, True, workers, device)
+    eval_loader = make_loader(s.eval_ds, per_process, s.seed, False, False, workers, device)
     optimizer = create_optimizer_v2(
         param_groups(model, r['weight_decay'], r['binary_weight_decay']), opt=r['opt'], lr=r['lr'],
         weight_decay=r['weight_decay'], momentum=r['momentum'])
     attach_latent_projection(optimizer, model)
-    cycle = r.get('sched_cycle_epochs')
-    scheduler, _ = create_scheduler_v2(
-        optimizer, sched=r['sched'], num_epochs=cycle or r['epochs'], min_lr=r['min_lr'],
-        warmup_lr=r['warmup_lr'], warmup_epochs=r['warmup_epochs'], cycle_decay=r['cycle_decay'],
-        cycle_limit=max(1, r['epochs'] // cycle) if cycle else 1)
+    updates_per_epoch = len(train_loader)
+    scheduler = make_scheduler(optimizer, r, updates_per_epoch)
     criterion = LabelSmoothingCrossEntropy(r['label_smoothing']) if r['label_smoothing'] > 0 else nn.CrossEntropyLoss()
     scaler = NativeScaler(device=device.type) if s.amp == 'fp16' else None
 
     ema = ModelEmaV3(model, decay=s.ema_decay) if s.ema_decay else None
     start_epoch, best, history = 0, dict(epoch=-1, top1=-1.0), []
     if s.resume:
-        state = load_checkpoint(s.resume, model, optimizer, scheduler, s.model_name, ema.module if ema else None)
+        state = load_checkpoint(s.resume, model, optimizer, scheduler, s.model_name, ema.module if ema else None,
+                                scaler, r)
         start_epoch, best, history = state['epoch'] + 1, state['best'], state['history']
-        if _rank() == 0 and history:  # a run killed while writing them: the checkpoint's history repairs them
-            _write_summaries(s.output, history)
-            _plot(history, s.output / 'curves.png', curves_title(s))
+        if _rank() == 0:
+            print(resume_notice(state, '--resume'), file=sys.stderr, flush=True)
+            if history:  # a run killed while writing them: the checkpoint's history repairs them
+                _write_summaries(s.output, history)
+                _plot(history, s.output / 'curves.png', curves_title(s))
+    elif _rank() == 0:  # a run started (again) here: no unit of another run may be resumed later
+        clear_checkpoints(s.output, CHECKPOINT_MANIFEST, [CHECKPOINT_WEIGHTS, CHECKPOINT_STATE, CHECKPOINT_EMA])
 
     train_model = model
     if _distributed():
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
     if s.compile:
         train_model = torch.compile(train_model)
-    per_process = max(1, r['batch_size'] // _world())
-    if len(s.train_ds) // _world() < per_process:  # the incomplete last batch is dropped: an epoch of no step
-        raise BnasError(f"the training set holds {len(s.train_ds)} images, fewer than the batch size "
-                        f"{r['batch_size']}: an epoch would train nothing; lower the batch size")
-    eval_loader = _loader(s.eval_ds, per_process, False, s.seed, 0, s.workers, False)
     classifier = model.get_classifier()
     last_epoch = r['epochs'] if not s.stop_after else min(r['epochs'], start_epoch + s.stop_after)
     for epoch in range(start_epoch, last_epoch):
@@ -439,24 +493,23 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
             p.requires_grad_(not head_only)
         for p in classifier.parameters():
             p.requires_grad_(True)
-        loader = _loader(s.train_ds, per_process, True, s.seed, epoch, s.workers, True)
         train_model.train()
         if head_only:  # a frozen body: its BatchNorm statistics stay as they are too
             model.eval()
             classifier.train()
-        lr = optimizer.param_groups[0]['lr']  # the rate of this epoch (the scheduler steps after it)
+        lr = optimizer.param_groups[0]['lr']  # the rate of this epoch's first step
         loss_m, top1_m = AverageMeter(), AverageMeter()
         t0, seen = time.perf_counter(), 0
-        bar = tqdm(loader, desc=f'epoch {epoch + 1}/{r["epochs"]}', disable=not s.progress or _rank() != 0)
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
-            if s.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+        bar = tqdm(set_epoch(train_loader, epoch), desc=f'epoch {epoch + 1}/{r["epochs"]}',
+                   disable=not s.progress or _rank() != 0)
+        for step, (x, y) in enumerate(bar):
+            x, y = to_device(x, device, s.channels_last), to_device(y, device)
             with autocast(device, s.amp):
                 out = train_model(x)
                 loss = criterion(out, y)
             if not math.isfinite(loss.item()):
-                raise BnasError(f'epoch {epoch + 1}: the loss is {loss.item()}; lower the learning rate')
+                raise BnasError(f'epoch {epoch + 1}, step {step + 1}: the loss is {loss.item()}: the training '
+                                f'diverged and this epoch was not saved. {DIVERGENCE}')
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler(loss, optimizer, clip_grad=r['grad_clip'], parameters=model.parameters())
@@ -465,6 +518,7 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
                 if r['grad_clip']:
                     dispatch_clip_grad(model.parameters(), r['grad_clip'])
                 optimizer.step()
+            scheduler.step_update(epoch * updates_per_epoch + step + 1)
             if ema is not None:
                 ema.update(model)
             n = y.shape[0]
@@ -473,17 +527,20 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
             top1_m.update(accuracy(out.detach().float(), y, topk=(1,))[0].item(), n)
             bar.set_postfix(loss=f'{loss_m.avg:.3f}', top1=f'{top1_m.avg:.1f}',
                             img_s=f'{seen / (time.perf_counter() - t0):.0f}')
-        scheduler.step(epoch + 1)
+        images_per_s = seen / (time.perf_counter() - t0)
         for name, p in model.named_parameters():
             if not bool(torch.isfinite(p).all()):
-                raise BnasError(f'epoch {epoch + 1}: parameter {name} is no longer finite (NaN or infinite); the '
-                                f'training diverged and this epoch was not saved; lower the learning rate')
-        metrics = evaluate(model, eval_loader, device, amp=s.amp, channels_last=s.channels_last)
+                raise BnasError(f'epoch {epoch + 1}: parameter {name} is no longer finite (NaN or infinite): the '
+                                f'training diverged and this epoch was not saved. {DIVERGENCE}')
+        if r['bn_recalibration'] and not head_only:  # running statistics of this epoch's final weights
+            images = min(r['bn_recalibration'], len(s.train_ds) // 4)  # at most a quarter of an epoch's forwards
+            recalibrate_batchnorm(model, set_epoch(train_loader, epoch), images, device, s.channels_last, s.amp)
+        metrics = evaluate(model, set_epoch(eval_loader, 0), device, amp=s.amp, channels_last=s.channels_last)
         row = dict(epoch=epoch + 1, lr=lr, train_loss=loss_m.avg, train_top1=top1_m.avg,
                    eval_loss=metrics['loss'], eval_top1=metrics['top1'], eval_top5=metrics['top5'],
-                   images_per_s=seen / (time.perf_counter() - t0), head_only=head_only)
+                   images_per_s=images_per_s, head_only=head_only)
         if ema is not None:
-            row['eval_ema_top1'] = evaluate(ema.module, eval_loader, device, amp=s.amp,
+            row['eval_ema_top1'] = evaluate(ema.module, set_epoch(eval_loader, 0), device, amp=s.amp,
                                             channels_last=s.channels_last)['top1']
         history.append(row)
         if _rank() == 0:
@@ -492,7 +549,7 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
                 best = dict(epoch=epoch + 1, top1=metrics['top1'], top5=metrics['top5'])
                 _save_best(model, s, epoch + 1)
             save_checkpoint(s.output, model, optimizer, scheduler, epoch, best, history, s.model_name,
-                            ema.module if ema else None)
+                            ema.module if ema else None, scaler, r)
             _write_summaries(s.output, history)
             _plot(history, s.output / 'curves.png', curves_title(s))
             print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.2f} | "

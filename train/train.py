@@ -1,15 +1,24 @@
 """``bnas-train`` (also ``python -m bnas_zoo.train``): train or fine-tune a bnas model with a recipe.
 
-    bnas-train --model bnas_mini --data embedded --output runs/mini          # the embedded default
-    bnas-train --model bnas_a --recipe cifar10 --data-dir /data/cifar10 --output runs/a
+    bnas-train --model bnas_mini --dataset embedded --output runs/mini      # the embedded digits, minutes
+    bnas-train --model bnas_mini --data-dir DIR --epochs 2 --output runs/x  # an image folder tree, a short run
+    bnas-train --model bnas_a --recipe cifar10 --dataset torch/cifar10 --data-dir /data/cifar --output runs/a
     bnas-train --model bnas_d --recipe imagenet-minreg --data-dir /data/imagenet --output runs/d --amp bf16
-    bnas-train --model bnas_d --pretrained --num-classes 37 --data-dir pets --dataset oxford-iiit-pet \\
+    bnas-train --model bnas_d --pretrained --num-classes 37 --data-dir pets --dataset-name oxford-iiit-pet \\
         --head-epochs 2 --output runs/pets
     bnas-train --model bnas_custom --model-arg genotype=cell.json --model-arg layers=8 --model-arg channels=16 \\
-        --data embedded --output runs/cell                                  # a searched cell (bnas-search)
+        --dataset embedded --output runs/cell                               # a searched cell (bnas-search)
     torchrun --nproc_per_node 8 -m bnas_zoo.train --model bnas_d --recipe imagenet-standard ...
 
-Every recipe key is also a flag (``--lr 0.002 --epochs 20``) that overrides the recipe.
+The data: --data-dir DIR holding train/ and val/ (or validation/, or test/) with one folder of images per
+class (any size and mode: PNG, JPEG, grayscale, colour); --dataset torch/cifar10 (or torch/mnist, ...) reads
+what torchvision stores in --data-dir; --dataset hfds/NAME, wds/NAME: timm's other dataset specs.
+
+The recipe (every hyper-parameter; `bnas-train --help` lists them): without --recipe, 'short' for runs of
+fewer than 30 epochs and for fine-tuning from trained weights (Adam, no warm-up: learns in an epoch or two),
+else the paper's recipe of the architecture (cifar10 for a CIFAR stem, imagenet-minreg otherwise), 'embedded'
+for --dataset embedded. Every recipe key is also a flag (--lr 0.002 --epochs 20) that overrides it; with
+another --epochs, the recipe's warm-up and cycle length keep their share of the run (a notice says so).
 """
 from __future__ import annotations
 
@@ -25,68 +34,82 @@ import yaml
 
 from bnas_zoo.errors import BnasError, run_cli
 
-from .recipes import RECIPE_KEYS, list_recipes, load_recipe
+from .flags import (add_amp_flags, add_data_flags, add_model_flags, add_run_flags, add_workers_flag, amp_of,
+                    data_of)
+from .recipes import RECIPE_HELP, RECIPE_KEYS, list_recipes, load_recipe
 
-__all__ = ['main', 'build_parser', 'default_recipe']
+__all__ = ['main', 'build_parser', 'default_recipe', 'SHORT_RUN_EPOCHS']
 
+#: runs of fewer epochs than this (and fine-tuning) use the 'short' recipe unless --recipe says otherwise
+SHORT_RUN_EPOCHS = 30
+
+#: timm train.py's names of recipe keys, accepted as well
+TIMM_ALIASES = {'label_smoothing': ['--smoothing'], 'grad_clip': ['--clip-grad'], 'drop_rate': ['--drop'],
+                'cycle_decay': ['--lr-cycle-decay'], 'batch_size': ['-b']}
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='bnas-train', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--model', default='bnas_mini',
-                   help='bnas_mini, bnas_a..bnas_h, bnas_custom, local-dir:PATH or hf-hub:ORG/NAME (default: bnas_mini)')
-    p.add_argument('--pretrained', action='store_true', help='start from the pretrained weights of --model')
-    p.add_argument('--num-classes', type=int, help='classes of the head (default: those of the dataset)')
+    add_model_flags(p)
+    p.add_argument('--num-classes', type=int, help='outputs of the classifier (default: the classes of the data)')
     p.add_argument('--model-arg', action='append', default=[], metavar='KEY=VALUE',
-                   help='extra create_model argument, e.g. fully_binary=true (repeatable)')
-    p.add_argument('--recipe', help=f"bundled recipe ({', '.join(list_recipes())}) or a YAML path "
-                                    "(default: embedded for --data embedded, cifar10 for CIFAR models, imagenet-minreg otherwise)")
-    p.add_argument('--data', choices=['embedded', 'folder'], help="'embedded' (the digits shipped with scikit-learn) "
-                   "or 'folder' (an ImageFolder tree, --data-dir); default: folder when --data-dir is given")
-    p.add_argument('--data-dir', help='ImageFolder root with train/ and val/ (or validation/) subfolders, the same '
-                                      'class folders in both and at least 2 classes')
-    p.add_argument('--dataset', metavar='NAME',
-                   help="name of the --data-dir dataset, recorded in the run for its model card, e.g. a Hub dataset "
-                        "id such as oxford-iiit-pet (default: the --data-dir folder's name)")
-    p.add_argument('--train-split', default='train', help='training split: the sub-folder of --data-dir (default: train)')
+                   help='extra create_model argument, e.g. fully_binary=true; repeatable (default: none)')
+    p.add_argument('--recipe', help=f"bundled recipe ({', '.join(list_recipes())}) or a YAML path (default: short "
+                                    f"for fewer than {SHORT_RUN_EPOCHS} --epochs or trained starting weights, "
+                                    f"embedded for --dataset embedded, else cifar10 for a CIFAR stem and "
+                                    f"imagenet-minreg otherwise)")
+    add_data_flags(p)
+    p.add_argument('--dataset-name', metavar='NAME',
+                   help='the name of the data recorded in the run for its model card, e.g. a Hub dataset id such '
+                        'as oxford-iiit-pet (default: the --data-dir folder\'s name, or the spec\'s: cifar10)')
+    p.add_argument('--train-split', default='train',
+                   help='training split: the sub-folder of --data-dir, or the split of a --dataset spec (default: train)')
     p.add_argument('--val-split', default='validation',
-                   help="evaluation split (synonyms such as 'val' are found); a --data-dir without one is refused; "
-                        "--val-split train evaluates on the training images, knowingly (a warning is printed)")
-    p.add_argument('--output', required=True, help='run folder (model.safetensors, config.json, checkpoints, summaries, curves.png)')
-    p.add_argument('--resume', nargs='?', const='', help='continue the run in --output (or in the folder given) exactly')
-    p.add_argument('--overwrite', action='store_true', help='start again in an --output that already holds a run')
-    p.add_argument('--stop-after', type=int, help='stop after N epochs of this invocation (time-boxed jobs); '
-                                                  'continue later with --resume')
-    p.add_argument('--head-epochs', type=int, default=0, help='train only the classifier for the first N epochs')
-    p.add_argument('--model-ema', type=float, metavar='DECAY',
-                   help='also keep an exponential moving average of the weights (timm ModelEmaV3), e.g. 0.9998; '
-                        'evaluated each epoch and checkpointed (checkpoint_ema.safetensors)')
-    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available)')
-    p.add_argument('--amp', choices=['bf16', 'fp16'], help='automatic mixed precision')
+                   help="evaluation split (synonyms are found: val, valid, test); a --data-dir without one is "
+                        "refused, naming the folders it holds; --val-split train evaluates on the training images, "
+                        "knowingly, with a warning (default: validation)")
+    p.add_argument('--train-subset', type=int, metavar='N',
+                   help='train on N training images only: a random subset fixed by --seed, balanced over the '
+                        'classes (default: all)')
+    p.add_argument('--output', required=True,
+                   help='run folder: model.safetensors + config.json (best epoch), checkpoints/, summary.csv/json, '
+                        'curves.png, recipe.yaml (required)')
+    add_run_flags(p, 'run')
+    p.add_argument('--head-epochs', type=int, default=0, metavar='N',
+                   help='train only the classifier for the first N epochs (default: 0)')
+    p.add_argument('--model-ema', type=float, nargs='?', const=0.9998, metavar='DECAY',
+                   help='also keep an exponential moving average of the weights (timm ModelEmaV3), evaluated each '
+                        'epoch and checkpointed; --model-ema alone: decay 0.9998 (default: off)')
+    p.add_argument('--model-ema-decay', type=float, metavar='DECAY',
+                   help="timm's spelling: --model-ema with this decay (default: none)")
+    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)')
+    add_amp_flags(p)
     p.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
                    help='channels-last memory format (default: on for the CPU, off on a GPU). On the CPU the binary '
-                        'layers then train on the packed XNOR-popcount kernels (1.4x to 2x faster, by model); '
+                        'layers then train on the packed XNOR-popcount kernels (1.4x to 2.6x faster, by model); '
                         '--no-channels-last runs the float simulation, bit for bit the released code\'s computation')
-    p.add_argument('--compile', action='store_true', help='torch.compile the model')
+    p.add_argument('--compile', action='store_true', help='torch.compile the model (default: off)')
     p.add_argument('--seed', type=int, default=0,
-                   help='seeds everything random (the model\'s initial and new head weights, the data order, the '
-                        'augmentation): the same command and seed give the same run on the same machine')
-    p.add_argument('--workers', type=int, default=0, help='data loader processes')
-    p.add_argument('--no-progress', action='store_true', help='no progress bar')
-    p.add_argument('--train-subset', type=int, help='train on the first N training images only (smoke runs)')
+                   help='seeds everything random (the model\'s initial and new head weights, the data order and '
+                        'subset, the augmentation of each image): the same command and seed give the same run on '
+                        'the same machine, whatever --workers (default: 0)')
+    add_workers_flag(p)
+    p.add_argument('--no-progress', action='store_true', help='no progress bar (default: a bar per epoch)')
     p.epilog = ('An epoch never runs zero steps: when the training set is smaller than the batch size (the last, '
                 'incomplete batch is dropped), the batch size is lowered to the number of training images, with a '
                 'notice (the learning rate is not rescaled; set --batch-size and --lr yourself to choose).')
-    p.add_argument('--debug', action='store_true', help='on an error, show the Python traceback too')
-    g = p.add_argument_group('recipe overrides (each recipe key)')
+    p.add_argument('--debug', action='store_true', help='on an error, show the Python traceback too (default: off)')
+    g = p.add_argument_group("recipe overrides (each recipe key; timm train.py's names accepted too)")
     for key, types in RECIPE_KEYS.items():
         if key in ('description', 'data'):
             continue
-        g.add_argument('--' + key.replace('_', '-'), dest=f'override_{key}', metavar='VALUE',
-                       help=f"recipe key {key} ({'/'.join('null' if t is type(None) else t.__name__ for t in types)})")
+        names = ['--' + key.replace('_', '-'), *TIMM_ALIASES.get(key, [])]
+        kinds = '/'.join('null' if t is type(None) else t.__name__ for t in types)
+        g.add_argument(*names, dest=f'override_{key}', metavar='VALUE',
+                       help=f"{RECIPE_HELP[key]} ({kinds}; default: the recipe's)")
     return p
 
 
-def _check_output(output: Path, resume: Optional[str], overwrite: bool) -> None:
+def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
     try:
         output.mkdir(parents=True, exist_ok=True)
         probe = output / f'.write_test.{os.getpid()}'  # one per process: torchrun starts several
@@ -94,7 +117,9 @@ def _check_output(output: Path, resume: Optional[str], overwrite: bool) -> None:
         probe.unlink()
     except OSError as e:
         raise BnasError(f'--output {output}: not writable ({e.strerror})') from None
-    if resume is None and not overwrite and any((output / f).exists() for f in ('checkpoint_state.pt', 'checkpoint.json')):
+    from .checkpoint import has_checkpoint
+    from .engine import CHECKPOINT_MANIFEST
+    if not resume and not overwrite and has_checkpoint(output, CHECKPOINT_MANIFEST):
         raise BnasError(f'--output {output} already holds a run: continue it with --resume, or start again with --overwrite')
 
 
@@ -117,7 +142,7 @@ def _model_kwargs(items: List[str]) -> dict:
 
 
 # flags that only say how this invocation continues or restarts a run, not what the run is
-_INVOCATION_FLAGS = {'--resume': 'optional', '--stop-after': 'value', '--overwrite': 'flag', '--debug': 'flag'}
+_INVOCATION_FLAGS = {'--resume': 'flag', '--stop-after': 'value', '--overwrite': 'flag', '--debug': 'flag'}
 
 
 def reproduce_command(argv: List[str]) -> str:
@@ -131,7 +156,7 @@ def reproduce_command(argv: List[str]) -> str:
         i += 1
         if kind is None:
             kept.append(arg)
-        elif '=' not in arg and i < len(argv) and (kind == 'value' or (kind == 'optional' and not argv[i].startswith('-'))):
+        elif '=' not in arg and i < len(argv) and kind == 'value':
             i += 1  # the flag's value
     world = int(os.environ.get('WORLD_SIZE', '1'))
     prog = f'torchrun --nproc_per_node {world} -m bnas_zoo.train' if world > 1 else 'bnas-train'
@@ -144,16 +169,23 @@ def _check_args(args: argparse.Namespace) -> None:
                                ('--num-classes', args.num_classes, 1)):
         if value is not None and value < least:
             raise BnasError(f'{flag} {value}: expected an integer >= {least}')
+    if args.model_ema_decay is not None:
+        if args.model_ema is not None and args.model_ema != args.model_ema_decay:
+            raise BnasError(f'--model-ema {args.model_ema} and --model-ema-decay {args.model_ema_decay} disagree')
+        args.model_ema = args.model_ema_decay
     if args.model_ema is not None and not 0 < args.model_ema < 1:
         raise BnasError(f'--model-ema {args.model_ema}: expected a decay in (0, 1), e.g. 0.9998')
 
 
-def default_recipe(model: torch.nn.Module, data: str) -> str:
-    """The recipe of a run without --recipe: 'embedded' for the embedded digits, else from the architecture
+def default_recipe(model: torch.nn.Module, data: str, epochs: Optional[int] = None, pretrained: bool = False) -> str:
+    """The recipe of a run without --recipe: 'embedded' for the embedded digits; 'short' for fewer than
+    :data:`SHORT_RUN_EPOCHS` epochs or trained starting weights (fine-tuning); else from the architecture
     (however the model was named: registry name, bnas_custom, local-dir:, hf-hub:): 'cifar10' for a CIFAR stem,
     'imagenet-minreg' otherwise."""
     if data == 'embedded':
         return 'embedded'
+    if pretrained or (epochs is not None and epochs < SHORT_RUN_EPOCHS):
+        return 'short'
     return 'cifar10' if getattr(model, 'stem_type', None) == 'cifar' else 'imagenet-minreg'
 
 
@@ -181,19 +213,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run_cli('bnas-train', lambda: _main(args), args.debug)
 
 
+def _notice(text: str) -> None:
+    if int(os.environ.get('RANK', '0')) == 0:
+        print(f'bnas-train: notice: {text}', file=sys.stderr, flush=True)
+
+
 def _main(args: argparse.Namespace) -> int:
     import timm
 
     import bnas_zoo  # noqa: F401  (registers the architectures with timm)
-    from bnas_zoo.registry import VARIANTS
+    from bnas_zoo.registry import VARIANTS, create_checked
 
-    from .data import build_datasets, data_facts, data_source, embedded_data_config
-    from .engine import TrainSetup, run_training
-
-    from bnas_zoo.registry import create_checked
-    from .engine import seed_everything
+    from .data import build_datasets, data_facts, data_source, embedded_data_config, train_subset
+    from .engine import TrainSetup, run_training, seed_everything
     _check_args(args)
-    data = data_source(args.data, args.data_dir)
+    data = data_source(data_of(args), args.data_dir)
+    amp = amp_of(args)
     base = args.model.split(':')[-1].split('/')[-1].split('.')[0]
     if args.model.split(':')[0] not in ('local-dir', 'hf-hub') and args.model not in (*VARIANTS, 'bnas_custom'):
         raise BnasError(f"unknown model {args.model!r}; expected one of {', '.join(VARIANTS)}, bnas_custom "
@@ -219,16 +254,30 @@ def _main(args: argparse.Namespace) -> int:
     kwargs = _model_kwargs(args.model_arg)
     pretrained = args.pretrained or args.model.startswith(('local-dir:', 'hf-hub:'))
     probe = create_checked(args.model, pretrained=False, **kwargs)
-    # the default recipe follows the architecture (its stem), however the model is named
-    recipe_name = args.recipe or default_recipe(probe, data)
-    recipe = load_recipe(recipe_name, overrides)
+    # the default recipe: short runs and fine-tuning get 'short', else the architecture's (its stem)
+    recipe_name = args.recipe
+    if not recipe_name:
+        epochs = yaml.safe_load(overrides['epochs']) if 'epochs' in overrides else None
+        epochs = epochs if isinstance(epochs, int) else None  # a bad value: load_recipe names it below
+        recipe_name = default_recipe(probe, data, epochs, pretrained)
+        if recipe_name == 'short':
+            _notice(f"recipe short ({'fine-tuning trained weights' if pretrained else f'fewer than {SHORT_RUN_EPOCHS} epochs'}"
+                    f"; --recipe chooses another)")
+    notices: List[str] = []
+    recipe = load_recipe(recipe_name, overrides, notices)
+    for line in notices:
+        _notice(line)
     data_cfg = timm.data.resolve_data_config({}, model=probe)
     if data == 'embedded':
         data_cfg = embedded_data_config(data_cfg)
     train_ds, eval_ds, classes = build_datasets(recipe, data_cfg, args.data_dir, data, args.train_split, args.val_split)
-    facts = data_facts(data, args.data_dir, args.dataset, train_ds, eval_ds, classes, args.train_split, args.val_split)
+    facts = data_facts(data, args.data_dir, args.dataset_name, train_ds, eval_ds, classes, args.train_split,
+                       args.val_split)
     if args.train_subset:
-        train_ds = torch.utils.data.Subset(train_ds, range(min(args.train_subset, len(train_ds))))
+        if isinstance(train_ds, torch.utils.data.IterableDataset):
+            raise BnasError(f'--train-subset: --dataset {data} is streamed (an iterable dataset); a subset of it '
+                            f'cannot be drawn')
+        train_ds = train_subset(train_ds, args.train_subset, args.seed)
         facts['train_images'] = len(train_ds)
     if args.num_classes is not None and args.num_classes != classes:
         raise BnasError(f'--num-classes {args.num_classes}: the dataset has {classes} classes; a head of '
@@ -240,15 +289,15 @@ def _main(args: argparse.Namespace) -> int:
     arch = model.pretrained_cfg.get('architecture', base)
     setup = TrainSetup(
         model=model, train_ds=train_ds, eval_ds=eval_ds, recipe=recipe, output=output, model_name=arch,
-        device=device, seed=args.seed, workers=args.workers, amp=args.amp,
+        device=device, seed=args.seed, workers=args.workers, amp=amp,
         channels_last=args.channels_last if args.channels_last is not None else device.type == 'cpu',
         compile=args.compile, head_epochs=args.head_epochs, stop_after=args.stop_after, ema_decay=args.model_ema,
-        resume=(Path(args.resume) if args.resume else output) if args.resume is not None else None,
+        resume=output if args.resume else None,
         progress=not args.no_progress, export_args=model.architecture_args(),
         run_info=dict(facts, model=args.model, recipe_name=recipe_name,
                       recipe={k: v for k, v in recipe.items() if k != 'description'},
                       head_epochs=args.head_epochs, model_ema=args.model_ema, seed=args.seed, command=args.command))
-    if int(os.environ.get('RANK', '0')) == 0:
+    if int(os.environ.get('RANK', '0')) == 0 and not args.resume:
         (output / 'recipe.yaml').write_text(yaml.safe_dump(dict(recipe, model=args.model, recipe=recipe_name),
                                                            sort_keys=False))
     best = run_training(setup)

@@ -1,8 +1,9 @@
 """``bnas-validate``: top-1 / top-5 of a model on a dataset.
 
-    bnas-validate --model local-dir:runs/mini --data embedded
-    bnas-validate --model bnas_d --pretrained --data-dir /data/imagenet --split validation
-    bnas-validate --model bnas_mini --checkpoint runs/mini/model.safetensors --data embedded
+    bnas-validate --model local-dir:runs/mini --dataset embedded
+    bnas-validate --model bnas_d --pretrained --data-dir /data/imagenet --val-split validation
+    bnas-validate --model local-dir:runs/a --dataset torch/cifar10 --data-dir /data/cifar    # torchvision's files
+    bnas-validate --model bnas_mini --checkpoint runs/mini/model.safetensors --dataset embedded
     bnas-validate --model bnas_mini --checkpoint runs/pets/model.safetensors --data-dir pets   # its head's classes
     bnas-validate --model bnas_mini --checkpoint output/train/RUN/model_best.pth.tar --data-dir DIR  # timm train.py
         (the classifier takes the checkpoint's class count)
@@ -20,30 +21,34 @@ import torch
 
 from bnas_zoo.errors import BnasError, CheckpointError, run_cli
 
+from .flags import add_amp_flags, add_data_flags, add_model_flags, add_workers_flag, amp_of, data_of
+
 __all__ = ['main']
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='bnas-validate', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--model', required=True, help='registry name, local-dir:PATH or hf-hub:ORG/NAME')
-    p.add_argument('--pretrained', action='store_true', help='registry name: load its pretrained weights')
+    add_model_flags(p)
     p.add_argument('--checkpoint', help="weights for --model: a safetensors file (a run's model.safetensors) or a "
                                         "torch checkpoint (a state dict, or a training checkpoint such as timm "
-                                        "train.py's model_best.pth.tar), read with torch.load(weights_only=True)")
+                                        "train.py's model_best.pth.tar), read with torch.load(weights_only=True) "
+                                        "(default: the weights --model loads)")
     p.add_argument('--use-ema', action='store_true',
                    help="the EMA weights: of --checkpoint (its 'state_dict_ema'), or without --checkpoint those of the "
-                        "bnas-train run folder local-dir:RUN trained with --model-ema (checkpoint_ema.safetensors)")
+                        "bnas-train run folder local-dir:RUN trained with --model-ema (default: off)")
     p.add_argument('--num-classes', type=int,
                    help="outputs of the model's head (default: those of --checkpoint's classifier, else the model's)")
-    p.add_argument('--data', choices=['embedded', 'folder'], help='embedded digits (test split) or an ImageFolder')
-    p.add_argument('--data-dir', help='ImageFolder root')
-    p.add_argument('--split', default='validation', help="split of --data-dir (synonyms such as 'val' are found)")
-    p.add_argument('--batch-size', type=int, default=64, help='evaluation batch size (default: 64)')
-    p.add_argument('--workers', type=int, default=0, help='data loader processes (default: 0)')
-    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available)')
-    p.add_argument('--amp', choices=['bf16', 'fp16'], help='automatic mixed precision (default: float32)')
-    p.add_argument('--json', action='store_true', help='print the result as JSON')
-    p.add_argument('--debug', action='store_true', help='on an error, show the Python traceback too')
+    add_data_flags(p)
+    p.add_argument('--val-split', '--split', default='validation',
+                   help="the split to evaluate: a sub-folder of --data-dir (synonyms are found: val, valid, test) or "
+                        "the split of a --dataset spec; --split is timm validate.py's name (default: validation; the "
+                        "test split of --dataset embedded)")
+    p.add_argument('-b', '--batch-size', type=int, default=64, help='evaluation batch size (default: 64)')
+    add_workers_flag(p)
+    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)')
+    add_amp_flags(p)
+    p.add_argument('--json', action='store_true', help='print the result as JSON (default: one line of text)')
+    p.add_argument('--debug', action='store_true', help='on an error, show the Python traceback too (default: off)')
     return p
 
 
@@ -64,12 +69,16 @@ def _main(args) -> int:
     from bnas_zoo.registry import check_weights, create_checked, read_weights
     from .data import build_datasets, data_source, embedded_data_config
     from .engine import evaluate
+    from .loader import default_workers, make_loader, set_epoch
     from .recipes import load_recipe
 
-    data = data_source(args.data, args.data_dir)
+    data = data_source(data_of(args), args.data_dir)
+    amp = amp_of(args)
     pretrained = args.pretrained or args.model.startswith(('local-dir:', 'hf-hub:'))
     if args.num_classes is not None and args.num_classes < 1:
         raise BnasError(f'--num-classes {args.num_classes}: expected an integer >= 1')
+    if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
+        raise BnasError(f'--batch-size {args.batch_size} / --workers {args.workers}: expected >= 1 / >= 0')
     state = None
     if args.use_ema and not args.checkpoint:  # the EMA weights that bnas-train --model-ema keeps in its run folder
         if not args.model.startswith('local-dir:'):
@@ -112,16 +121,17 @@ def _main(args) -> int:
         data_cfg = embedded_data_config(data_cfg)
         _, ds, classes = build_datasets(recipe, data_cfg, None, 'embedded')
     else:
-        _, ds, classes = build_datasets(recipe, data_cfg, args.data_dir, 'folder', val_split=args.split,
+        _, ds, classes = build_datasets(recipe, data_cfg, args.data_dir, data, val_split=args.val_split,
                                         warn_same_split=False, need_train=False)
     if model.num_classes != classes:
         raise BnasError(f'{args.model} has {model.num_classes} outputs but the dataset has {classes} classes'
                         + ('' if args.checkpoint or args.num_classes else
                            ' (fine-tuned weights: give them with --checkpoint, or the class count with --num-classes)'))
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers)
-    result = evaluate(model.to(device), loader, device, amp=args.amp)
-    result.update(model=args.model, images=len(ds), split='test' if data == 'embedded' else args.split)
+    workers = args.workers if args.workers is not None else default_workers(device)
+    loader = set_epoch(make_loader(ds, args.batch_size, 0, False, False, workers, device), 0)
+    result = evaluate(model.to(device), loader, device, amp=amp)
+    result.update(model=args.model, images=len(ds), split='test' if data == 'embedded' else args.val_split)
     if args.json:
         print(json.dumps(result))
     else:
