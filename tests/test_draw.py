@@ -317,16 +317,16 @@ def test_bnas_search_writes_its_pictures(tmp_path):
     """A real (tiny) search writes the plot, each epoch's cells and the final genotypes' cells; `bnas-zoo draw
     --search` on its folder writes the same bytes again."""
     from bnas_zoo.train.search import main as search_main
-    out = tmp_path / 'cell.json'
-    assert search_main(['--data', 'embedded', '--layers', '3', '--channels', '4', '--batch-size', '8',
-                        '--train-subset', '32', '--epochs', '2', '--no-progress', '--out', str(out)]) == 0
-    run = next(p.parent for p in tmp_path.rglob('search_log.json'))
+    run = tmp_path / 'search'
+    assert search_main(['--dataset', 'embedded', '--cells', '3', '--channels', '4', '--batch-size', '8',
+                        '--train-subset', '32', '--epochs', '2', '--no-progress', '--output', str(run)]) == 0
+    out = run / 'genotype.json'
     rows = json.loads((run / 'search_log.json').read_text())
     assert [len(r['probs']['normal']) for r in rows] == [14, 14] and rows[0]['ops'] == list(PRIMITIVES)
     written = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob('*') if p.suffix in ('.png', '.svg')}
-    assert sorted(written) == ['alphas.png', 'cell.gamma3.svg', 'cell.svg', 'cells/epoch_001.svg',
-                               'cells/epoch_002.svg']
-    _check(written['cell.svg'].decode(), load_genotype(out))
+    assert sorted(written) == ['alphas.png', 'cells/epoch_001.svg', 'cells/epoch_002.svg', 'genotype.gamma3.svg',
+                               'genotype.svg']
+    _check(written['genotype.svg'].decode(), load_genotype(out))
     assert main(['draw', '--search', str(run), '--output', str(tmp_path / 'again')]) == 0
     for name in ('alphas.png', 'cells/epoch_001.svg', 'cells/epoch_002.svg'):
         assert (tmp_path / 'again' / name).read_bytes() == written[name], name

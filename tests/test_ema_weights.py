@@ -12,7 +12,7 @@ from bnas_zoo.train.train import main as train_main
 from bnas_zoo.train.validate import main as validate_main
 
 TINY = ['--model', 'bnas_custom', '--model-arg', 'genotype=bnas_cifar', '--model-arg', 'layers=3',
-        '--model-arg', 'channels=8', '--model-arg', 'stem=cifar', '--no-progress', '--data', 'embedded',
+        '--model-arg', 'channels=8', '--model-arg', 'stem=cifar', '--no-progress', '--dataset', 'embedded',
         '--epochs', '1', '--train-subset', '32', '--batch-size', '16']
 
 
@@ -24,8 +24,13 @@ def runs(tmp_path_factory):
     return tmp / 'ema', tmp / 'plain'
 
 
+def _ema_file(run):
+    """The EMA weights of the run's newest checkpoint unit."""
+    return sorted((run / 'checkpoints').glob('epoch-*/checkpoint_ema.safetensors'))[-1]
+
+
 def _validate(capsys, *argv):
-    code = validate_main(list(argv) + ['--data', 'embedded', '--json'])
+    code = validate_main(list(argv) + ['--dataset', 'embedded', '--json'])
     captured = capsys.readouterr()
     return code, (json.loads(captured.out) if code == 0 else captured.err)
 
@@ -38,7 +43,7 @@ def test_validate_the_ema_weights_of_a_run(runs, capsys):
     assert result['top1'] == pytest.approx(history[-1]['eval_ema_top1'], abs=100 / 360 + 1e-6)  # one image
     # the same weights given as a file
     code, same = _validate(capsys, '--model', f'local-dir:{ema_run}', '--checkpoint',
-                           str(ema_run / 'checkpoint_ema.safetensors'))
+                           str(_ema_file(ema_run)))
     assert code == 0 and same['top1'] == result['top1'] and same['loss'] == result['loss']
     # --use-ema is never silently ignored
     code, err = _validate(capsys, '--model', f'local-dir:{plain_run}', '--use-ema')
@@ -57,7 +62,7 @@ def test_publish_the_ema_weights_of_a_run(runs, tmp_path, capsys):
                      '--use-ema']) == 0
     capsys.readouterr()
     published = load_file(out / 'model.safetensors')
-    ema = load_file(ema_run / 'checkpoint_ema.safetensors')
+    ema = load_file(_ema_file(ema_run))
     assert published.keys() == ema.keys() and all(torch.equal(published[k], ema[k]) for k in ema)
     best = load_file(ema_run / 'model.safetensors')
     assert not all(torch.equal(best[k], ema[k]) for k in ema)  # not the run's best weights

@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', '--run-dir', nargs='?', action=_Replaced, help=argparse.SUPPRESS)
     add_run_flags(p, 'search', ': the checkpoint is kept, no genotype is written yet')
     p.add_argument('--epochs', type=int, default=50, help='search epochs (default: 50, the paper\'s)')
-    p.add_argument('--cells', '--layers', dest='cells', type=int, default=8,
-                   help='cells of the supernet (default: 8, the paper\'s; --layers is the older name)')
+    p.add_argument('--cells', dest='cells', type=int, default=8, help='cells of the supernet (default: 8, the paper\'s)')
+    p.add_argument('--layers', dest='cells', type=int, help=argparse.SUPPRESS)  # the older name
     p.add_argument('--channels', type=int, default=16, help='first-cell width C0 of the supernet (default: 16)')
     p.add_argument('-b', '--batch-size', type=int, default=64, help='batch size of both halves (default: 64)')
     p.add_argument('--lr', type=float, default=0.025,
