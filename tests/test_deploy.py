@@ -138,7 +138,7 @@ def _program_matches_reference(fast, x: torch.Tensor) -> None:
         assert torch.equal(fast.forward_features(x), run_program_reference(x, fast.program_params(), fast.code))
 
 
-@pytest.mark.parametrize('name', ALL_MODELS + ['bnas_d_grouped'])
+@pytest.mark.parametrize('name', [n for n in ALL_MODELS if n != 'bnas_h'] + ['bnas_d_grouped'])  # bnas_h: bnas_g's cells, wider
 def test_deployed_equals_float_simulated(name):
     torch.manual_seed(0)
     size = small_input_size(name)
