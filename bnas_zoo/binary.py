@@ -285,6 +285,18 @@ class BinarySepConvBlock(nn.Module):
         return F.relu(self.conv(self.bn_pw(x)), inplace=True)
 
 
+@torch.no_grad()
+def binary_sign_alpha(m: BinaryConv2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ternary weight signs (int8, {-1, 0, +1}) and per-output-channel alpha (float32) a binary conv
+    computes with: ``sign(P(W))`` and ``mean |P(W)|`` of the centred, clamped latent, or those of a conv that
+    already holds ``sign * alpha`` (loaded from a 1-bit file)."""
+    if m.deployed:
+        w = m.weight.float()
+        return torch.sign(w).to(torch.int8), w.abs().amax(dim=(1, 2, 3))
+    wp = center_clamp(m.weight.float())
+    return torch.sign(wp).to(torch.int8), xnor_alpha(wp).flatten()
+
+
 def binary_convs(model: nn.Module) -> Iterator[BinaryConv2d]:
     """The convolutions of ``model`` whose weights are binarized."""
     for m in model.modules():

@@ -33,13 +33,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import program as prog
-from .binary import BinaryConv2d, BinaryConvBlock, BinarySepConvBlock
+from .binary import BinaryConv2d, BinaryConvBlock, BinarySepConvBlock, binary_sign_alpha
 from .cell import Cell
 from .errors import ModelConfigError
 from .kernels import ensure_loaded, pack_weight_words
 from .kernels.reference import OB_CHS, pad_channels
 from .network import BNASNet
-from .packing import binary_sign_alpha, unpack_signs
 from .program import ProgramBuilder, Slice
 
 __all__ = ['deploy', 'deploy_1bit', 'DeployedBNASNet', 'DeployedCell', 'PackedBinaryConv', 'SignFloatConv',
@@ -63,11 +62,9 @@ def _model_source(model: nn.Module) -> _Source:
     return _Source(lambda k: state[k], lambda name, m: binary_sign_alpha(m))
 
 
-def _file_source(tensors: Dict[str, torch.Tensor], shapes: Dict[str, list]) -> _Source:
-    def binary(name: str, m: BinaryConv2d) -> Tuple[torch.Tensor, torch.Tensor]:
-        key = f'{name}.weight'
-        return unpack_signs(tensors, key, shapes[key]), tensors[f'{key}.alpha'].float()
-    return _Source(lambda k: tensors[k], binary)
+def _file_source(tensors: Dict[str, torch.Tensor],
+                 binary_weight: Callable[[str], Tuple[torch.Tensor, torch.Tensor]]) -> _Source:
+    return _Source(lambda k: tensors[k], lambda name, m: binary_weight(f'{name}.weight'))
 
 
 def _bn_scale_shift(src: _Source, prefix: str, bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -600,11 +597,14 @@ def deploy(model: nn.Module, float_dtype: torch.dtype = torch.float32) -> Deploy
     return DeployedBNASNet(model, _model_source(model), float_dtype)
 
 
-def deploy_1bit(skeleton: BNASNet, tensors: Dict[str, torch.Tensor], shapes: Dict[str, list],
+def deploy_1bit(skeleton: BNASNet, tensors: Dict[str, torch.Tensor],
+                binary_weight: Callable[[str], Tuple[torch.Tensor, torch.Tensor]],
                 float_dtype: torch.dtype = torch.float32) -> DeployedBNASNet:
-    """The deployed network straight from the tensors of a 1-bit file: ``skeleton`` only gives the structure
-    (build it on the ``meta`` device: it holds no weights); binary weights go from packed bits to the kernels'
-    packed layout without ever being expanded to float."""
+    """The deployed network straight from the tensors of a 1-bit file (``bnas_zoo.load_1bit(..., deploy=True)``):
+    ``skeleton`` only gives the structure (build it on the ``meta`` device: it holds no weights), ``tensors``
+    the float tensors by state-dict key, ``binary_weight(key)`` the ternary signs (int8) and per-output-channel
+    alpha of each binary weight, read from the packed bits one layer at a time and packed again into the
+    kernels' layout, never expanded to float."""
     _check_float_dtype(float_dtype)
     ensure_loaded()
-    return DeployedBNASNet(skeleton, _file_source(tensors, shapes), float_dtype)
+    return DeployedBNASNet(skeleton, _file_source(tensors, binary_weight), float_dtype)

@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .binary import BinaryConv2d, center_clamp, xnor_alpha
+from .binary import BinaryConv2d, binary_sign_alpha
 from .errors import BnasError, CheckpointError
 from .files import atomic_write
 
@@ -40,18 +40,6 @@ METADATA_KEY = 'bnas_zoo'
 
 def _binary_modules(model: torch.nn.Module) -> Dict[str, BinaryConv2d]:
     return {n: m for n, m in model.named_modules() if isinstance(m, BinaryConv2d) and m.binary_weights}
-
-
-@torch.no_grad()
-def binary_sign_alpha(m: BinaryConv2d) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The ternary weight signs (int8, {-1, 0, +1}) and per-output-channel alpha (float32) a binary conv
-    computes with: ``sign(P(W))`` and ``mean |P(W)|`` of the centred, clamped latent, or those of a conv that
-    already holds ``sign * alpha`` (loaded from a 1-bit file)."""
-    if m.deployed:
-        w = m.weight.float()
-        return torch.sign(w).to(torch.int8), w.abs().amax(dim=(1, 2, 3))
-    wp = center_clamp(m.weight.float())
-    return torch.sign(wp).to(torch.int8), xnor_alpha(wp).flatten()
 
 
 def unpack_signs(tensors: Dict[str, torch.Tensor], key: str, shape) -> torch.Tensor:
@@ -249,7 +237,8 @@ def load_1bit(path: Union[str, Path], deploy: bool = False, **create_kwargs) -> 
     if deploy:
         from .deploy import deploy_1bit
         _check_fits(path, model, tensors, shapes, config['architecture'])
-        return deploy_1bit(model, tensors, shapes)
+        return deploy_1bit(model, tensors, lambda key: (unpack_signs(tensors, key, shapes[key]),
+                                                        tensors[f'{key}.alpha'].float()))
     state = unpack_state_dict(tensors, shapes)
     binary = _binary_modules(model)
     if set(shapes) != {f'{name}.weight' for name in binary}:

@@ -30,6 +30,7 @@ class EmbeddedDigits(torch.utils.data.Dataset):
     from 8x8 to 32x32 RGB images, with a fixed stratified 80/20 split (``train`` 1,437 / ``test`` 360)."""
 
     num_classes = 10
+    in_memory = True  # nothing to decode: data-loading workers would only add their start-up
 
     def __init__(self, split: str = 'train', transform=None, size: int = 32):
         from sklearn.datasets import load_digits

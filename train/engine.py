@@ -454,7 +454,7 @@ def run_training(s: TrainSetup) -> Dict[str, Any]:
     if len(s.train_ds) // _world() < per_process:  # the incomplete last batch is dropped: an epoch of no step
         raise BnasError(f"the training set holds {len(s.train_ds)} images, fewer than the batch size "
                         f"{r['batch_size']}: an epoch would train nothing; lower the batch size")
-    workers = s.workers if s.workers is not None else default_workers(device)
+    workers = s.workers if s.workers is not None else default_workers(device, s.train_ds)
     train_loader = make_loader(s.train_ds, per_process, s.seed, True, True, workers, device)
     eval_loader = make_loader(s.eval_ds, per_process, s.seed, False, False, workers, device)
     optimizer = create_optimizer_v2(

@@ -88,11 +88,14 @@ class EpochSampler(torch.utils.data.Sampler):
         return ((self.epoch, i) for i in self.indices)
 
 
-def default_workers(device: torch.device) -> int:
-    """Data-loading processes per training process when --workers is not given: on a GPU, up to 8 of this
-    process's share of the CPU cores (decoding must keep up with the device), one core left for the training
-    process; on the CPU, where decoding and training share the cores, one process per 4 cores (at least one:
-    decoding then overlaps the training step instead of waiting for it)."""
+def default_workers(device: torch.device, dataset=None) -> int:
+    """Data-loading processes per training process when --workers is not given: none for a dataset held in
+    memory (the embedded digits, tensors: nothing to decode); on a GPU, up to 8 of this process's share of the
+    CPU cores (decoding must keep up with the device), one core left for the training process; on the CPU,
+    where decoding and training share the cores, one process per 4 cores (at least one: decoding then overlaps
+    the training step instead of waiting for it)."""
+    if dataset is not None and _in_memory(dataset):
+        return 0
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -101,6 +104,12 @@ def default_workers(device: torch.device) -> int:
     if device.type == 'cuda':
         return max(1, min(8, share - 1))
     return max(1, share // 4)
+
+
+def _in_memory(dataset) -> bool:
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    return isinstance(dataset, torch.utils.data.TensorDataset) or bool(getattr(dataset, 'in_memory', False))
 
 
 def make_loader(dataset, batch_size: int, seed: int, shuffle: bool, drop_last: bool, workers: int,

@@ -319,7 +319,7 @@ def search(args) -> Dict[str, Any]:
         clear_checkpoints(run_dir, SEARCH_MANIFEST, ['supernet.safetensors', 'search_state.pt'])
 
     learnable = [o for o in ops if o in CONV_OPS]
-    workers = args.workers if args.workers is not None else default_workers(device)
+    workers = args.workers if args.workers is not None else default_workers(device, weights_half)
     loader_w = make_loader(weights_half, args.batch_size, args.seed, True, True, workers, device)
     loader_a = make_loader(arch_half, args.batch_size, args.seed + 1, True, True, workers, device)
     loader_eval = make_loader(arch_half, args.batch_size, args.seed, False, False, workers, device)
