@@ -68,8 +68,8 @@ def data_of(args: argparse.Namespace) -> Optional[str]:
 def add_workers_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument('-j', '--workers', type=int, default=None,
                    help='data-loading processes (default: none for --dataset embedded, whose images are in memory; else '
-                        'sized to the machine: on a GPU up to 8, on the CPU one per 4 cores, at least 1; 0 loads in '
-                        'the main process). Results do not depend on it')
+                        'sized to the machine: on a GPU up to 8, on the CPU one per 4 cores, none below 4 cores; 0 '
+                        'loads in the main process). Results do not depend on it')
 
 
 def add_run_flags(p: argparse.ArgumentParser, kind: str, stop_note: str = '') -> None:
