@@ -226,11 +226,10 @@ def format_network_timings(rows: Sequence[NetworkTiming], agreements: Sequence[A
     head = (f"{'network':<34} {'batch':>5} {'thr':>3} {'input':>9} {'ms':>9} {'img/s':>9} {'weights MB':>10}  "
             f"{'vs deployed':>11}")
     lines = [head]
-    deployed: Dict[Tuple[int, int], float] = {}
+    deployed: Dict[Tuple[int, int], float] = {}  # the deployed network timed last in each setting
     for r in rows:
         if r.kind == 'deployed':
-            deployed.setdefault((r.batch, r.threads), r.ms)
-    for r in rows:
+            deployed[(r.batch, r.threads)] = r.ms
         size = f'{r.input_size[1]}x{r.input_size[2]}'
         ref = deployed.get((r.batch, r.threads))
         rel = '' if r.kind == 'deployed' or ref is None else f'{r.ms / ref:.2f}x'
@@ -251,9 +250,10 @@ def format_layer_benches(rows: Sequence[LayerBench]) -> str:
              f"{'layer':<30} {'shape':<32} {'ms':>7} {'pack ms':>7} {'GMAC/s':>7} {'% peak':>6} {'conv only':>9} "
              f"{'float ms':>8} {'vs float':>8}"]
     for r in rows:
+        measured = r.float_ms == r.float_ms  # not NaN: the float conv was timed
+        float_cols = f'{r.float_ms:>8.3f} {r.ratio:>7.2f}x' if measured else f"{'-':>8} {'-':>8}"
         lines.append(f'{r.name:<30} {r.shape:<32} {r.total_ms:>7.3f} {r.pack_ms:>7.3f} {r.gmacs:>7.0f} '
-                     f'{100 * r.peak_fraction:>5.0f}% {100 * r.conv_peak_fraction:>8.0f}% {r.float_ms:>8.3f} '
-                     f'{r.ratio:>7.2f}x')
+                     f'{100 * r.peak_fraction:>5.0f}% {100 * r.conv_peak_fraction:>8.0f}% {float_cols}')
     lines.append('ms: the layer (BatchNorm-sign-pack included); % peak: its binary multiply-adds per second as a '
                  'fraction of the popcount peak (conv only: without the pack); float ms: torch\'s best float conv of '
                  'the same shape (contiguous or channels-last); vs float: float ms / ms')

@@ -392,3 +392,12 @@ def test_bench_command(capsys):
     assert 'bnas_mini (deployed)' in out and 'resnet18' in out and 'lcnet_050' in out and 'max |diff|' in out
     assert 'popcount peak' in out and '% peak' in out  # the per-layer table
     assert 'calibrated' in out  # untrained weights: calibrated BatchNorms, and it says so
+
+
+def test_bench_table_compares_each_baseline_with_its_own_deployed_network():
+    from bnas_zoo.bench import NetworkTiming, format_network_timings
+    size = (3, 224, 224)
+    rows = [NetworkTiming('a (deployed)', 'deployed', 1, 2, size, 10.0, 1), NetworkTiming('r18', 'baseline', 1, 2, size, 20.0, 1),
+            NetworkTiming('h (deployed)', 'deployed', 1, 2, size, 40.0, 1), NetworkTiming('r18', 'baseline', 1, 2, size, 20.0, 1)]
+    lines = format_network_timings(rows).splitlines()
+    assert lines[2].endswith('2.00x') and lines[4].endswith('0.50x')
