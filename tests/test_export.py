@@ -138,10 +138,14 @@ def _run_onnx(path, x):
     return torch.from_numpy(session.run(None, {'input': x.numpy()})[0])
 
 
-@pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d', 'custom'])  # bnas_a: bnas_mini's cells, wider
+@pytest.mark.parametrize('name', ['bnas_mini', 'imagenet', 'custom'])  # imagenet: bnas_d's cells and stem, small
 def test_onnx_runs_in_onnxruntime_as_eager(name, tmp_path):
     _onnxruntime()
-    model = (_custom() if name == 'custom' else timm.create_model(name)).eval()
+    if name == 'imagenet':
+        model = timm.create_model('bnas_custom', genotype='bnas_imagenet', layers=5, channels=8, stem='imagenet',
+                                  num_classes=10).eval()
+    else:
+        model = (_custom() if name == 'custom' else timm.create_model(name)).eval()
     size = small_input_size(name if name != 'custom' else 'bnas_mini')
     x = torch.randn(3, *size)  # another batch size than the export example (2): the batch is dynamic
     exact_zeros = _trained_like(model, x)
