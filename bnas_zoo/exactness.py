@@ -13,19 +13,40 @@ by that spread: within a small multiple of it, and the same classes where the de
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, Iterator, List, Tuple
 
 import torch
 import torch.nn as nn
 
-__all__ = ['calibrate_batchnorm', 'is_uncalibrated', 'float32_spread', 'compare_with_float64', 'Agreement']
+__all__ = ['recomputed_batchnorm_statistics', 'calibrate_batchnorm', 'is_uncalibrated', 'float32_spread', 'compare_with_float64', 'Agreement']
 
 
 def is_uncalibrated(model: nn.Module) -> bool:
     """Whether every BatchNorm of ``model`` still has its initial running statistics (mean 0, variance 1)."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
     return bool(bns) and all(bool((m.running_mean == 0).all() and (m.running_var == 1).all()) for m in bns)
+
+
+@contextlib.contextmanager
+def recomputed_batchnorm_statistics(model: nn.Module) -> Iterator[List[nn.modules.batchnorm._BatchNorm]]:
+    """Within the block, ``model`` is in training mode and the running statistics of its BatchNorms (those that
+    keep them, yielded) start afresh as a plain (cumulative) average of the forward passes run in the block;
+    afterwards each BatchNorm's momentum and the model's mode are put back."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    model.train()
+    try:
+        yield norms
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -38,24 +59,14 @@ def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], seed:
     mode with a cumulative average, so that the running statistics are those of that data.
     """
     gen = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = []
-    for m in bns:
-        if affine and m.affine:
-            m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.bias.copy_(torch.rand(m.num_features, generator=gen) * 0.6 - 0.3)
-        momenta.append(m.momentum)
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches
-    was_training = model.training
-    model.train()
-    try:
+    if affine:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=gen) * 0.6 - 0.3)
+    with recomputed_batchnorm_statistics(model):
         for x in batches:
             model(x)
-    finally:
-        for m, momentum in zip(bns, momenta):
-            m.momentum = momentum
-        model.train(was_training)
     return model.eval()
 
 

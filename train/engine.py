@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from bnas_zoo.binary import attach_latent_projection, binary_param_names
 from bnas_zoo.errors import BnasError, CheckpointError, first_line
+from bnas_zoo.exactness import recomputed_batchnorm_statistics
 from bnas_zoo.files import atomic_write, fsync_dir, fsync_file, give_default_mode, rename
 
 from .checkpoint import clear_checkpoints, read_checkpoint_unit, write_checkpoint_unit
@@ -389,27 +390,16 @@ def recalibrate_batchnorm(model: nn.Module, loader, images: int, device: torch.d
     behind the final weights and the evaluation (which uses them) lags behind the training. Training-mode
     forward passes without gradients; the momentum of each BatchNorm is put back afterwards; under
     torch.distributed the statistics are averaged over the processes."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not norms:
-        return 0
-    momenta = [m.momentum for m in norms]
-    was_training = model.training
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches below
-    model.train()
     seen = 0
-    try:
+    with recomputed_batchnorm_statistics(model) as norms:
+        if not norms:
+            return 0
         for x, _ in loader:
             with autocast(device, amp):
                 model(to_device(x, device, channels_last))
             seen += x.shape[0]
             if seen >= images:  # (at least one batch)
                 break
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        model.train(was_training)
     if _distributed():
         for m in norms:
             for t in (m.running_mean, m.running_var):
