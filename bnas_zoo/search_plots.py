@@ -29,6 +29,9 @@ __all__ = ['SEARCH_LOG', 'PLOT_NAME', 'SearchCurves', 'read_search_log', 'search
 SEARCH_LOG = 'search_log.json'
 PLOT_NAME = 'alphas.png'
 CELLS_DIR = 'cells'
+#: a search redraws :data:`PLOT_NAME` after an epoch only when this long has passed since it last drew it
+#: (drawing its panels takes a few seconds), and always after the last epoch it runs
+REDRAW_SECONDS = 60.0
 KINDS = ('normal', 'reduce')
 
 
@@ -193,17 +196,20 @@ def _epoch_genotype(row: Dict[str, Any], ops: List[str], source: str):
 
 
 def write_search_figures(folder: Union[str, Path], rows: Sequence[Dict[str, Any]],
-                         source: Optional[str] = None) -> List[Path]:
+                         source: Optional[str] = None, plot: bool = True) -> List[Path]:
     """Write :data:`PLOT_NAME` and ``cells/epoch_NNN.svg`` (the cells derived after each epoch) of a search's
-    log rows into ``folder``; returns the paths written."""
+    log rows into ``folder``; returns the paths written. ``plot=False`` leaves :data:`PLOT_NAME` as it is (a
+    search redraws it at most every :data:`REDRAW_SECONDS`, see ``bnas-search``)."""
     from .draw import cell_graph, write_picture
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     source = source or str(folder / SEARCH_LOG)
     curves = search_curves(rows, source)
-    fig = plot_search(curves)
-    written = [atomic_write(folder / PLOT_NAME,
-                            lambda tmp: fig.savefig(tmp, format='png', metadata={'Software': None}))]
+    written = []
+    if plot:
+        fig = plot_search(curves)
+        written.append(atomic_write(folder / PLOT_NAME,
+                                    lambda tmp: fig.savefig(tmp, format='png', metadata={'Software': None})))
     digits = max(3, len(str(max(curves.epochs))))
     for row in rows:
         geno = _epoch_genotype(row, curves.ops, source)

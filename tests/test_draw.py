@@ -313,13 +313,20 @@ def test_search_folder_pictures_and_regeneration(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_bnas_search_writes_its_pictures(tmp_path):
+def test_bnas_search_writes_its_pictures(tmp_path, monkeypatch):
     """A real (tiny) search writes the plot, each epoch's cells and the final genotypes' cells; `bnas-zoo draw
-    --search` on its folder writes the same bytes again."""
+    --search` on its folder writes the same bytes again. Epochs that take REDRAW_SECONDS or longer (here all
+    of them) redraw the plot after each epoch (test_search: shorter ones draw it only after the last)."""
+    import bnas_zoo.search_plots as search_plots
     from bnas_zoo.train.search import main as search_main
+    drawn = []
+    plot = search_plots.plot_search
+    monkeypatch.setattr(search_plots, 'plot_search', lambda curves: drawn.append(list(curves.epochs)) or plot(curves))
+    monkeypatch.setattr(search_plots, 'REDRAW_SECONDS', 0.0)
     run = tmp_path / 'search'
     assert search_main(['--dataset', 'embedded', '--cells', '3', '--channels', '4', '--batch-size', '8',
                         '--train-subset', '32', '--epochs', '2', '--no-progress', '--output', str(run)]) == 0
+    assert drawn == [[1], [1, 2]]
     out = run / 'genotype.json'
     rows = json.loads((run / 'search_log.json').read_text())
     assert [len(r['probs']['normal']) for r in rows] == [14, 14] and rows[0]['ops'] == list(PRIMITIVES)

@@ -190,7 +190,7 @@ def test_bad_search_input(tmp_path, capsys):
 def test_short_search_then_build_then_train(tmp_path, capsys):
     run = tmp_path / 'cell'
     out = run / 'genotype.json'
-    small = ['--dataset', 'embedded', '--cells', '3', '--channels', '4', '--batch-size', '32', '--train-subset', '256',
+    small = ['--dataset', 'embedded', '--cells', '3', '--channels', '4', '--batch-size', '16', '--train-subset', '64',
              '--output', str(run), '--no-progress']
     assert search_main(small + ['--epochs', '2']) == 0
     g1 = load_genotype(out)
@@ -235,19 +235,28 @@ def _without_seconds(rows):
 
 
 @pytest.mark.slow
-def test_search_resume_is_exact(tmp_path, capsys):
-    """A 3-epoch search stopped after 2 (--stop-after) and resumed ends exactly as a straight 3-epoch search."""
+def test_search_resume_is_exact(tmp_path, capsys, monkeypatch):
+    """A 3-epoch search stopped after 2 (--stop-after) and resumed ends exactly as a straight 3-epoch search.
+    Its epochs are shorter than REDRAW_SECONDS: each command draws alphas.png once, after its last epoch."""
     from safetensors.torch import load_file
+    import bnas_zoo.search_plots as search_plots
     from bnas_zoo.train.checkpoint import unit_dir
+    drawn = []
+    plot = search_plots.plot_search
+    monkeypatch.setattr(search_plots, 'plot_search', lambda curves: drawn.append(list(curves.epochs)) or plot(curves))
     small = ['--dataset', 'embedded', '--cells', '3', '--channels', '4', '--batch-size', '8', '--train-subset', '32',
              '--epochs', '3', '--no-progress']
     straight, interrupted = tmp_path / 'straight' / 'cell', tmp_path / 'interrupted' / 'cell'
     assert search_main(small + ['--output', str(straight)]) == 0
+    assert drawn == [[1, 2, 3]]
     assert search_main(small + ['--output', str(interrupted), '--stop-after', '2']) == 0
     assert 'stopped after epoch 2 of 3' in capsys.readouterr().out
+    assert drawn == [[1, 2, 3], [1, 2]] and (interrupted / 'alphas.png').is_file()
     assert not (interrupted / 'genotype.json').exists()  # an unfinished search writes no genotype
     assert [r['epoch'] for r in json.loads((interrupted / 'search_log.json').read_text())] == [1, 2]
     assert search_main(small + ['--output', str(interrupted), '--resume']) == 0
+    assert drawn == [[1, 2, 3], [1, 2], [1, 2, 3]]
+    assert (interrupted / 'alphas.png').read_bytes() == (straight / 'alphas.png').read_bytes()
     a, b = (load_file(unit_dir(d, 2) / 'supernet.safetensors') for d in (straight, interrupted))
     assert {'alphas_normal', 'alphas_reduce'} <= a.keys() and a.keys() == b.keys()  # weights and architecture
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]

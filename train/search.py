@@ -206,13 +206,14 @@ def _atomic_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + '\n'))
 
 
-def _write_log(run_dir: Path, history: List[Dict[str, Any]], ops: List[str], skip: bool) -> None:
+def _write_log(run_dir: Path, history: List[Dict[str, Any]], ops: List[str], skip: bool, plot: bool = True) -> None:
     """search_log.json (each epoch's row, with its architecture probabilities) and the pictures drawn from it
-    (bnas_zoo.search_plots: the probabilities over the epochs, the cells derived after each epoch)."""
+    (bnas_zoo.search_plots: the probabilities over the epochs when ``plot``, the cells derived after each
+    epoch)."""
     from bnas_zoo.search_plots import SEARCH_LOG, write_search_figures
     rows = [dict(h, ops=ops, inter_cell_skip=skip) for h in history]
     _atomic_json(run_dir / SEARCH_LOG, rows)
-    write_search_figures(run_dir, rows)
+    write_search_figures(run_dir, rows, plot=plot)
 
 
 def search_step(model, criterion, a_opt, w_opt, scaler, arch_batch, weight_batch, epoch: int, lam: float,
@@ -263,6 +264,7 @@ def search(args) -> Dict[str, Any]:
     from bnas_zoo.genotype import validate_genotype_dict
     from bnas_zoo.operations import CONV_OPS
     from bnas_zoo.registry import CIFAR10_MEAN, CIFAR10_STD
+    from bnas_zoo.search_plots import REDRAW_SECONDS
     from bnas_zoo.supernet import Supernet
 
     from .checkpoint import clear_checkpoints, write_checkpoint_unit
@@ -313,8 +315,9 @@ def search(args) -> Dict[str, Any]:
         state = _resume(run_dir, model, w_opt, a_opt, sched, scaler, config)
         start, history = state['epoch'] + 1, state['history']
         print(resume_notice(state, '--resume'), file=sys.stderr, flush=True)
-        if history:  # a search killed while writing them: the checkpoint's history repairs them
-            _write_log(run_dir, history, ops, not args.no_skip)
+        if history:  # a search killed while writing them: the checkpoint's history repairs them (the plot is
+            # redrawn after the epochs this command runs, if any)
+            _write_log(run_dir, history, ops, not args.no_skip, plot=start >= args.epochs)
     else:  # a search started (again) here: no unit of another search may be resumed later
         clear_checkpoints(run_dir, SEARCH_MANIFEST, ['supernet.safetensors', 'search_state.pt'])
 
@@ -324,6 +327,7 @@ def search(args) -> Dict[str, Any]:
     loader_a = make_loader(arch_half, args.batch_size, args.seed + 1, True, True, workers, device)
     loader_eval = make_loader(arch_half, args.batch_size, args.seed, False, False, workers, device)
     last_epoch = args.epochs if not args.stop_after else min(args.epochs, start + args.stop_after)
+    drawn = time.monotonic()  # alphas.png: redrawn every REDRAW_SECONDS and after the last epoch of this command
     for epoch in range(start, last_epoch):
         model.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
@@ -354,7 +358,9 @@ def search(args) -> Dict[str, Any]:
                      scaler=scaler.state_dict(), rng=rng_state(), history=history, config=config)
         write_checkpoint_unit(run_dir, SEARCH_MANIFEST, {'supernet.safetensors': lambda tmp: save_file(weights, str(tmp)),
                                                          'search_state.pt': lambda tmp: torch.save(state, tmp)}, epoch)
-        _write_log(run_dir, history, ops, not args.no_skip)
+        plot = epoch == last_epoch - 1 or time.monotonic() - drawn >= REDRAW_SECONDS
+        _write_log(run_dir, history, ops, not args.no_skip, plot)
+        drawn = time.monotonic() if plot else drawn
         print(f"epoch {epoch + 1}: loss {row['train_loss']:.3f}, arch-half top-1 {row['arch_half_top1']:.1f} %, "
               f"entropy {row['entropy']:.3f}, learnable ops {100 * row['learnable_share']:.0f} %, "
               f"{row['seconds']:.0f} s; normal {geno['normal']}", flush=True)
