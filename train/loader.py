@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import numpy as np
 import torch
