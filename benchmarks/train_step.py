@@ -10,16 +10,20 @@ release does (binarize, forward/backward, restore, XNOR gradient formula). Each 
 process so that its peak resident memory is its own.
 
     python benchmarks/train_step.py                  # bnas_mini, bnas_a (batch 64), bnas_d (batch 16)
-    python benchmarks/train_step.py --models bnas_mini --steps 5
+    python benchmarks/train_step.py --models bnas_mini --steps 5 --contiguous
 
-It prints images/s (the best of --repeats timed runs) and peak RSS for both, and the ratio ours / baseline
-(target: >= 2x).
+The measurements are interleaved: --rounds rounds, each running ours, the baseline (and the contiguous
+layout) once, in an order that rotates from round to round, so that a slow spell of a shared machine falls on
+all of them. Each run reports the best of --repeats timed runs; the table gives the median images/s of the
+rounds, the median of the rounds' ratios ours / baseline (target: >= 2x; contiguous: >= 1.6x) with their
+range, and the peak RSS.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -92,7 +96,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', nargs='*', help='subset of bnas_mini, bnas_a, bnas_d')
     parser.add_argument('--steps', type=int, default=0, help='steps per timed run (default: 5 CIFAR, 2 ImageNet)')
-    parser.add_argument('--repeats', type=int, default=3, help='timed runs; the best is reported (default: 3)')
+    parser.add_argument('--repeats', type=int, default=2, help='timed runs per process; the best is kept (default: 2)')
+    parser.add_argument('--rounds', type=int, default=3,
+                        help='interleaved rounds; medians over them are reported (default: 3)')
     parser.add_argument('--contiguous', action='store_true',
                         help='also measure ours in the default contiguous layout (the float simulation)')
     parser.add_argument('--worker', nargs=6, help=argparse.SUPPRESS)
@@ -102,24 +108,33 @@ def main() -> int:
         print(json.dumps(_worker(name, impl, int(batch), int(steps), int(warmup), int(repeats))))
         return 0
     import torch
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU')
-    extra = f" {'contig img/s':>12} {'ratio':>6}" if args.contiguous else ''
-    print(f"{'model':<10} {'batch':>5} {'ours img/s':>11} {'base img/s':>11} {'ratio':>6} {'ours MiB':>9} {'base MiB':>9}"
-          + extra)
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU; {args.rounds} interleaved '
+          f'rounds, medians (ratio range in brackets)')
+    impls = ['ours', 'baseline'] + (['contiguous'] if args.contiguous else [])
+    extra = f" {'contig img/s':>12} {'ratio':>18}" if args.contiguous else ''
+    print(f"{'model':<10} {'batch':>5} {'ours img/s':>11} {'base img/s':>11} {'ratio':>18} {'ours MiB':>9} "
+          f"{'base MiB':>9}" + extra)
     for name, batch in DEFAULT:
         if args.models and name not in args.models:
             continue
         steps = args.steps or (5 if name != 'bnas_d' else 2)
         warmup = 2 if name != 'bnas_d' else 1
-        ours = _run(name, 'ours', batch, steps, warmup, args.repeats)
-        base = _run(name, 'baseline', batch, steps, warmup, args.repeats)
-        ratio = ours['images_per_s'] / base['images_per_s']
-        extra = ''
-        if args.contiguous:
-            contig = _run(name, 'contiguous', batch, steps, warmup, args.repeats)
-            extra = f" {contig['images_per_s']:>12.1f} {contig['images_per_s'] / base['images_per_s']:>5.2f}x"
-        print(f"{name:<10} {batch:>5} {ours['images_per_s']:>11.1f} {base['images_per_s']:>11.1f} {ratio:>5.2f}x "
-              f"{ours['peak_rss_mib']:>9.0f} {base['peak_rss_mib']:>9.0f}" + extra, flush=True)
+        runs = {impl: [] for impl in impls}
+        for r in range(args.rounds):
+            for impl in impls[r % len(impls):] + impls[:r % len(impls)]:
+                runs[impl].append(_run(name, impl, batch, steps, warmup, args.repeats))
+        speed = {impl: [m['images_per_s'] for m in runs[impl]] for impl in impls}
+
+        def ratio(impl: str) -> str:
+            rs = [a / b for a, b in zip(speed[impl], speed['baseline'])]
+            return f'{statistics.median(rs):.2f}x [{min(rs):.2f}-{max(rs):.2f}]'
+
+        mib = {impl: max(m['peak_rss_mib'] for m in runs[impl]) for impl in impls}
+        extra = (f" {statistics.median(speed['contiguous']):>12.1f} {ratio('contiguous'):>18}"
+                 if args.contiguous else '')
+        print(f"{name:<10} {batch:>5} {statistics.median(speed['ours']):>11.1f} "
+              f"{statistics.median(speed['baseline']):>11.1f} {ratio('ours'):>18} {mib['ours']:>9.0f} "
+              f"{mib['baseline']:>9.0f}" + extra, flush=True)
     return 0
 
 
