@@ -143,6 +143,20 @@ def test_short_runs_and_fine_tuning_default_to_the_short_recipe(tmp_path):
     assert default_recipe(mini, 'embedded', epochs=2) == 'embedded'
 
 
+def test_few_updates_get_a_notice_with_the_epochs_that_give_enough(capsys):
+    """The README's measured folder: 3,000 images at batch 64 are 46 updates an epoch; 2 epochs (92 updates)
+    learned little, 10 (460) learned well."""
+    from bnas_zoo.train.train import FEW_UPDATES, _few_updates_notice
+    recipe = load_recipe('short')
+    _few_updates_notice(dict(recipe, epochs=2), 3000)
+    assert capsys.readouterr().err.strip() == (
+        'bnas-train: notice: this run makes 92 updates (2 epoch(s) of 46 batches of 64); from scratch that learns '
+        'little: --epochs 10 gives 460 (README: "Why short")')
+    for epochs, images in ((10, 3000), (2, 6000), (1, 64 * FEW_UPDATES), (3, 63)):  # enough; or no step at all
+        _few_updates_notice(dict(recipe, epochs=epochs), images)
+        assert capsys.readouterr().err == '', (epochs, images)
+
+
 @pytest.mark.slow
 def test_a_short_run_on_a_real_format_folder_learns(tmp_path, capsys):
     """`bnas-train --model M --data-dir DIR --epochs 2` (and a batch that gives this tiny folder 10 steps an
@@ -153,6 +167,9 @@ def test_a_short_run_on_a_real_format_folder_learns(tmp_path, capsys):
                               '--no-progress']) == 0
     err = capsys.readouterr().err
     assert 'recipe short (fewer than 30 epochs' in err
+    # 120 images at batch 12 for 2 epochs: 20 updates, and the --epochs that gives about 450
+    assert 'this run makes 20 updates (2 epoch(s) of 10 batches of 12); from scratch that learns little: ' \
+           '--epochs 45 gives 450' in err
     history = json.loads((out / 'summary.json').read_text())
     assert all(np.isfinite([h['train_loss'], h['eval_loss']]).all() for h in history)
     assert max(h['eval_top1'] for h in history) >= 70.0  # 3 classes: chance is 33 %
