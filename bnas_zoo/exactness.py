@@ -20,7 +20,8 @@ from typing import Dict, Iterable, Iterator, List, Tuple
 import torch
 import torch.nn as nn
 
-__all__ = ['recomputed_batchnorm_statistics', 'calibrate_batchnorm', 'is_uncalibrated', 'float32_spread', 'compare_with_float64', 'Agreement']
+__all__ = ['recomputed_batchnorm_statistics', 'calibrate_batchnorm', 'is_uncalibrated', 'float32_spread',
+           'compare_with_float64', 'Agreement']
 
 
 def is_uncalibrated(model: nn.Module) -> bool:

@@ -36,3 +36,13 @@ def small_input_size(name: str) -> tuple:
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def search_plot_draws(monkeypatch):
+    """The epochs of every alphas.png drawn in the test, in order (bnas_zoo.search_plots.plot_search spied on)."""
+    import bnas_zoo.search_plots as search_plots
+    drawn = []
+    plot = search_plots.plot_search
+    monkeypatch.setattr(search_plots, 'plot_search', lambda curves: drawn.append(list(curves.epochs)) or plot(curves))
+    return drawn

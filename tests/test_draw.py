@@ -313,15 +313,13 @@ def test_search_folder_pictures_and_regeneration(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_bnas_search_writes_its_pictures(tmp_path, monkeypatch):
+def test_bnas_search_writes_its_pictures(tmp_path, monkeypatch, search_plot_draws):
     """A real (tiny) search writes the plot, each epoch's cells and the final genotypes' cells; `bnas-zoo draw
     --search` on its folder writes the same bytes again. Epochs that take REDRAW_SECONDS or longer (here all
     of them) redraw the plot after each epoch (test_search: shorter ones draw it only after the last)."""
     import bnas_zoo.search_plots as search_plots
     from bnas_zoo.train.search import main as search_main
-    drawn = []
-    plot = search_plots.plot_search
-    monkeypatch.setattr(search_plots, 'plot_search', lambda curves: drawn.append(list(curves.epochs)) or plot(curves))
+    drawn = search_plot_draws
     monkeypatch.setattr(search_plots, 'REDRAW_SECONDS', 0.0)
     run = tmp_path / 'search'
     assert search_main(['--dataset', 'embedded', '--cells', '3', '--channels', '4', '--batch-size', '8',

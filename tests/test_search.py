@@ -235,15 +235,12 @@ def _without_seconds(rows):
 
 
 @pytest.mark.slow
-def test_search_resume_is_exact(tmp_path, capsys, monkeypatch):
+def test_search_resume_is_exact(tmp_path, capsys, search_plot_draws):
     """A 3-epoch search stopped after 2 (--stop-after) and resumed ends exactly as a straight 3-epoch search.
     Its epochs are shorter than REDRAW_SECONDS: each command draws alphas.png once, after its last epoch."""
     from safetensors.torch import load_file
-    import bnas_zoo.search_plots as search_plots
     from bnas_zoo.train.checkpoint import unit_dir
-    drawn = []
-    plot = search_plots.plot_search
-    monkeypatch.setattr(search_plots, 'plot_search', lambda curves: drawn.append(list(curves.epochs)) or plot(curves))
+    drawn = search_plot_draws
     small = ['--dataset', 'embedded', '--cells', '3', '--channels', '4', '--batch-size', '8', '--train-subset', '32',
              '--epochs', '3', '--no-progress']
     straight, interrupted = tmp_path / 'straight' / 'cell', tmp_path / 'interrupted' / 'cell'
