@@ -207,7 +207,7 @@ def _fit_batch(recipe: dict, train_images: int, world: int) -> dict:
 
 
 #: below this many updates a short run from scratch gets a notice (measured, README "Why short": on 3,000
-#: varied images 94 updates gave 16 % and 470 gave 81 %; on 6,000 digits 188 updates gave 77 %)
+#: varied images 92 updates gave 16 % and 460 gave 81 %; on 6,000 digits 186 updates gave 77 %)
 FEW_UPDATES = 150
 
 
