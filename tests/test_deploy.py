@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 import bnas_zoo
 from bnas_zoo import kernels
-from bnas_zoo.deploy import DeployedBNASNet, PackedBinaryConv, deploy, resident_weight_bytes
+from bnas_zoo.deploy import (DeployedBNASNet, PackedBinaryConv, _bn_scale_shift, _model_source, deploy,
+                             resident_weight_bytes)
 from bnas_zoo.exactness import calibrate_batchnorm, compare_with_float64, float32_spread
 from bnas_zoo.kernels.reference import binary_conv2d_reference, pack_weight_words, pad_channels, unpack_weight_words
 from bnas_zoo.program import run_program_reference
@@ -101,6 +102,47 @@ def test_kernel_equals_conv2d_on_ternary_tensors(level, case):
         assert torch.equal(out, expected), (out - expected).abs().max()
 
 
+# (in, out, kernel, stride, dilation, zero weights, residual): inputs with no exact zero, so that the pixels
+# away from the border take the kernels' fast epilogue (counts in registers, XNOR scales >= 0)
+FAST_CASES = [
+    (64, 64, 3, 1, 1, False, False),
+    (64, 32, 3, 1, 2, False, True),
+    (256, 32, 3, 1, 1, False, True),      # 36 words a pixel, taps read in place: byte counters flushed mid-tap
+    (256, 48, 3, 2, 2, True, False),
+    (128, 16, 5, 1, 1, False, False),
+    (36, 32, 3, 1, 1, False, True),       # through the bit im2col
+    (200, 64, 1, 1, 1, False, False),
+    (64, 40, 3, 1, 1, False, True),       # a partial last block beside full ones
+]
+
+
+@pytest.mark.parametrize('level', [lv for lv in LEVELS if lv != 'reference'])
+@pytest.mark.parametrize('case', FAST_CASES, ids=lambda c: 'x'.join(map(str, c[:5])) + ('-zw' if c[5] else '') + ('-res' if c[6] else ''))
+def test_kernel_fast_epilogue_equals_conv2d(level, case):
+    cin, cout, k, stride, dil, zero_w, res = case
+    gen = torch.Generator().manual_seed(hash(case) % 2**31)
+    pad = dil * (k - 1) // 2
+    x = torch.randn(2, cin, 15, 12, generator=gen)
+    scale, shift = torch.rand(cin, generator=gen) + 0.5, torch.randn(cin, generator=gen) * 0.1
+    a = torch.sign(x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1))
+    assert (a != 0).all()
+    w = _ternary((cout, cin, k, k), zero_w, gen)
+    alpha = torch.rand(cout, generator=gen) + 0.1
+    int_bias = torch.randint(-7, 8, (cout,), generator=gen, dtype=torch.int32)
+    expected = torch.relu(alpha.view(1, -1, 1, 1) * (F.conv2d(a, w.float(), None, stride, pad, dil)
+                                                     + int_bias.view(1, -1, 1, 1).float()))
+    residual = torch.randn(expected.shape, generator=gen) if res else None
+    if res:
+        expected = expected + residual
+    wbits, wmask, wcounts = pack_weight_words(w)
+    padded = -(-cout // 16) * 16
+    args = (x, scale, shift, wbits, wmask, wcounts, pad_channels(alpha, padded), pad_channels(int_bias, padded), cout, k,
+            stride, pad, dil, True, residual)
+    with kernels.use_isa(level):
+        out = torch.ops.bnas_zoo.binary_conv2d(*args)
+    assert torch.equal(out, expected), (out - expected).abs().max()
+
+
 def test_kernel_threads_and_layout_do_not_change_results():
     gen = torch.Generator().manual_seed(1)
     conv = PackedBinaryConv(_ternary((48, 80, 3, 3), False, gen), torch.rand(48, generator=gen), torch.randn(80, generator=gen),
@@ -153,6 +195,41 @@ def test_deployed_equals_float_simulated(name):
     assert sum(1 for m in fast.modules() if isinstance(m, PackedBinaryConv)) == n_binary
     if name in CIFAR_MODELS:  # the identically-zero half of the stage-1 cell outputs is never stored
         assert fast.cells[0].out_range == (0, model.cells[0].out_chs // 2)
+
+
+def test_agreement_judge_accepts_float32_and_rejects_a_systematic_error():
+    """The judge of the deployed network passes float32's own computations and fails an error on every sample
+    that is small next to the logits (2 % of one class's logit), which rounding flips do not make."""
+    torch.manual_seed(0)
+    model = _calibrated(timm.create_model('bnas_mini'), (3, 32, 32))
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    ref64, spreads = float32_spread(model, x)
+    assert set(spreads) == {'contiguous', 'channels-last', 'one at a time', 'folded BatchNorm'}
+    with torch.no_grad():
+        out = model(x)
+    assert compare_with_float64(out, ref64, spreads).ok
+    wrong = out.clone()
+    wrong[:, 3] += 0.02 * ref64.abs().max().float()
+    judged = compare_with_float64(wrong, ref64, spreads)
+    assert not judged.ok and judged.median_diff > 3 * judged.median_spread, str(judged)
+
+
+def test_folded_batchnorm_is_the_deployed_scale_and_shift():
+    from bnas_zoo.exactness import folded_batchnorm
+    gen = torch.Generator().manual_seed(3)
+    bn = torch.nn.BatchNorm2d(5).eval()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(5, generator=gen))
+        bn.running_var.copy_(torch.rand(5, generator=gen) + 0.1)
+        bn.weight.copy_(torch.randn(5, generator=gen))
+        bn.bias.copy_(torch.randn(5, generator=gen))
+    x = torch.randn(64, 5, 8, 8, generator=gen)
+    scale, shift = _bn_scale_shift(_model_source(torch.nn.Sequential(bn)), '0', bn)  # as deploy() folds it
+    with folded_batchnorm(bn), torch.no_grad():
+        y = bn(x)
+    assert torch.equal(y, x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1))
+    with torch.no_grad():  # the hooks are gone: torch's BatchNorm again, the same map rounded differently
+        assert not torch.equal(bn(x), y) and torch.allclose(bn(x), y, atol=1e-5)
 
 
 EVERY_OP = {

@@ -19,6 +19,16 @@ struct Simd {
     const __m256i lo = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
     _mm_storeu_si128((__m128i*)p, _mm256_castsi256_si128(lo));
   }
+  template <bool RELU, bool RES>
+  static inline void out(V cnt, const int32_t* base, const float* alpha, const float* res, float* out) {
+    const __m128i c = _mm256_castsi256_si128(
+        _mm256_permutevar8x32_epi32(cnt, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+    __m128i t = _mm_sub_epi32(_mm_loadu_si128((const __m128i*)base), _mm_add_epi32(c, c));
+    if (RELU) t = _mm_max_epi32(t, _mm_setzero_si128());
+    __m128 v = _mm_mul_ps(_mm_loadu_ps(alpha), _mm_cvtepi32_ps(t));
+    if (RES) v = _mm_add_ps(v, _mm_loadu_ps(res));
+    _mm_storeu_ps(out, v);
+  }
   static inline V xor_(V a, V b) { return _mm256_xor_si256(a, b); }
   static inline V and_(V a, V b) { return _mm256_and_si256(a, b); }
   static inline int popcount64(uint64_t x) { return (int)_mm_popcnt_u64(x); }

@@ -29,6 +29,15 @@ struct Simd {
   static inline V load(const uint64_t* p) { return _mm512_loadu_si512((const void*)p); }
   static inline V bcast(uint64_t x) { return _mm512_set1_epi64((long long)x); }
   static inline void store32(int32_t* p, V v) { _mm256_storeu_si256((__m256i*)p, _mm512_cvtepi64_epi32(v)); }
+  template <bool RELU, bool RES>
+  static inline void out(V cnt, const int32_t* base, const float* alpha, const float* res, float* out) {
+    const __m256i c = _mm512_cvtepi64_epi32(cnt);
+    __m256i t = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i*)base), _mm256_add_epi32(c, c));
+    if (RELU) t = _mm256_max_epi32(t, _mm256_setzero_si256());
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(alpha), _mm256_cvtepi32_ps(t));
+    if (RES) v = _mm256_add_ps(v, _mm256_loadu_ps(res));
+    _mm256_storeu_ps(out, v);
+  }
   static inline V xor_(V a, V b) { return _mm512_xor_si512(a, b); }
   static inline V and_(V a, V b) { return _mm512_and_si512(a, b); }
   static inline int popcount64(uint64_t x) { return (int)_mm_popcnt_u64(x); }
@@ -48,8 +57,20 @@ struct Simd {
   }
 #endif
   static inline void pack_word(const float* x, const float* sc, const float* sh, int n, uint64_t* s, uint64_t* m) {
-    uint64_t sb = 0, mb = 0;
     const __m512 zero = _mm512_setzero_ps();
+    if (n == 64) {  // a whole word: four independent compares, no masks
+      uint64_t lt[4], nz[4];
+      for (int q = 0; q < 4; ++q) {
+        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * q), _mm512_loadu_ps(sc + 16 * q)),
+                                       _mm512_loadu_ps(sh + 16 * q));
+        lt[q] = _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ);
+        nz[q] = _mm512_cmp_ps_mask(y, zero, _CMP_NEQ_OQ);
+      }
+      *s = lt[0] | lt[1] << 16 | lt[2] << 32 | lt[3] << 48;
+      *m = nz[0] | nz[1] << 16 | nz[2] << 32 | nz[3] << 48;
+      return;
+    }
+    uint64_t sb = 0, mb = 0;
     for (int i = 0; i < n; i += 16) {
       const int len = n - i < 16 ? n - i : 16;
       const __mmask16 lm = (__mmask16)(len == 16 ? 0xFFFFu : ((1u << len) - 1u));

@@ -12,6 +12,14 @@ struct Simd {
   static inline V load(const uint64_t* p) { return *p; }
   static inline V bcast(uint64_t x) { return x; }
   static inline void store32(int32_t* p, V v) { *p = (int32_t)v; }
+  template <bool RELU, bool RES>
+  static inline void out(V cnt, const int32_t* base, const float* alpha, const float* res, float* out) {
+    int32_t t = *base - 2 * (int32_t)cnt;
+    if (RELU) t = t > 0 ? t : 0;
+    float v = *alpha * (float)t;
+    if (RES) v += *res;
+    *out = v;
+  }
   static inline V xor_(V a, V b) { return a ^ b; }
   static inline V and_(V a, V b) { return a & b; }
   static inline int popcount64(uint64_t x) { return __builtin_popcountll(x); }
