@@ -35,9 +35,27 @@ inline uint64_t low_bits(int64_t n) { return n >= 64 ? ~(uint64_t)0 : (((uint64_
 // Rows [begin, end) of the N * H input rows into the bordered buffers; returns the pixels holding a zero.
 int64_t pack_rows(const PackArgs& a, int64_t begin, int64_t end) {
   int64_t zero_pixels = 0;
+  const bool whole = (a.C & 63) == 0 && a.lo == 0 && a.hi == a.C;  // every word: 64 channels read from x
   for (int64_t row = begin; row < end; ++row) {
     const int64_t n = row / a.H, h = row % a.H;
     const int64_t pix0 = (n * a.Hp + h + a.pad) * a.Wp + a.pad;
+    if (whole) {
+      for (int64_t w = 0; w < a.W; ++w) {
+        const float* x = a.x + ((n * a.H + h) * a.W + w) * a.ldx;
+        uint64_t* s = a.s + (pix0 + w) * a.Wd;
+        uint64_t* z = a.z + (pix0 + w) * a.Wd;
+        uint64_t any = 0;
+        for (int64_t j = 0; j < a.Wd; ++j) {
+          uint64_t m;
+          Simd::pack_word(x + 64 * j, a.scale + 64 * j, a.shift + 64 * j, 64, s + j, &m);
+          z[j] = ~m;
+          any |= ~m;
+        }
+        a.zflag[pix0 + w] = any != 0;
+        zero_pixels += any != 0;
+      }
+      continue;
+    }
     for (int64_t w = 0; w < a.W; ++w) {
       const float* x = a.x + ((n * a.H + h) * a.W + w) * a.ldx;
       uint64_t* s = a.s + (pix0 + w) * a.Wd;
