@@ -32,50 +32,47 @@ inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 inline uint64_t low_bits(int64_t n) { return n >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1); }
 
+// One pixel's Wd sign and zero words (x: its channels-last row); returns its zero bits ORed (non-zero when a
+// channel is zero).
+inline uint64_t pack_pixel(const PackArgs& a, bool whole, const float* x, uint64_t* s, uint64_t* z) {
+  uint64_t any = 0;
+  if (whole) {  // every word: 64 channels read from x
+    for (int64_t j = 0; j < a.Wd; ++j) {
+      uint64_t m;
+      Simd::pack_word(x + 64 * j, a.scale + 64 * j, a.shift + 64 * j, 64, s + j, &m);
+      z[j] = ~m;
+      any |= ~m;
+    }
+    return any;
+  }
+  for (int64_t j = 0; j < a.Wd; ++j) {
+    const int64_t c0 = j * 64, c1 = imin(a.C, c0 + 64);
+    uint64_t sb = a.const_s ? a.const_s[j] : 0, zb = a.const_z ? a.const_z[j] : 0;
+    const int64_t l0 = imax(c0, a.lo), l1 = imin(c1, a.hi);
+    if (l0 < l1) {
+      uint64_t ls, lm;
+      Simd::pack_word(x + (l0 - a.lo), a.scale + l0, a.shift + l0, (int)(l1 - l0), &ls, &lm);
+      const int sh = (int)(l0 - c0);
+      sb |= ls << sh;
+      zb |= (~lm & low_bits(l1 - l0)) << sh;
+    }
+    s[j] = sb;
+    z[j] = zb;
+    any |= zb;
+  }
+  return any;
+}
+
 // Rows [begin, end) of the N * H input rows into the bordered buffers; returns the pixels holding a zero.
 int64_t pack_rows(const PackArgs& a, int64_t begin, int64_t end) {
   int64_t zero_pixels = 0;
-  const bool whole = (a.C & 63) == 0 && a.lo == 0 && a.hi == a.C;  // every word: 64 channels read from x
+  const bool whole = (a.C & 63) == 0 && a.lo == 0 && a.hi == a.C;  // no range logic per word
   for (int64_t row = begin; row < end; ++row) {
     const int64_t n = row / a.H, h = row % a.H;
     const int64_t pix0 = (n * a.Hp + h + a.pad) * a.Wp + a.pad;
-    if (whole) {
-      for (int64_t w = 0; w < a.W; ++w) {
-        const float* x = a.x + ((n * a.H + h) * a.W + w) * a.ldx;
-        uint64_t* s = a.s + (pix0 + w) * a.Wd;
-        uint64_t* z = a.z + (pix0 + w) * a.Wd;
-        uint64_t any = 0;
-        for (int64_t j = 0; j < a.Wd; ++j) {
-          uint64_t m;
-          Simd::pack_word(x + 64 * j, a.scale + 64 * j, a.shift + 64 * j, 64, s + j, &m);
-          z[j] = ~m;
-          any |= ~m;
-        }
-        a.zflag[pix0 + w] = any != 0;
-        zero_pixels += any != 0;
-      }
-      continue;
-    }
     for (int64_t w = 0; w < a.W; ++w) {
-      const float* x = a.x + ((n * a.H + h) * a.W + w) * a.ldx;
-      uint64_t* s = a.s + (pix0 + w) * a.Wd;
-      uint64_t* z = a.z + (pix0 + w) * a.Wd;
-      uint64_t any = 0;
-      for (int64_t j = 0; j < a.Wd; ++j) {
-        const int64_t c0 = j * 64, c1 = imin(a.C, c0 + 64);
-        uint64_t sb = a.const_s ? a.const_s[j] : 0, zb = a.const_z ? a.const_z[j] : 0;
-        const int64_t l0 = imax(c0, a.lo), l1 = imin(c1, a.hi);
-        if (l0 < l1) {
-          uint64_t ls, lm;
-          Simd::pack_word(x + (l0 - a.lo), a.scale + l0, a.shift + l0, (int)(l1 - l0), &ls, &lm);
-          const int sh = (int)(l0 - c0);
-          sb |= ls << sh;
-          zb |= (~lm & low_bits(l1 - l0)) << sh;
-        }
-        s[j] = sb;
-        z[j] = zb;
-        any |= zb;
-      }
+      const uint64_t any = pack_pixel(a, whole, a.x + ((n * a.H + h) * a.W + w) * a.ldx, a.s + (pix0 + w) * a.Wd,
+                                      a.z + (pix0 + w) * a.Wd);
       a.zflag[pix0 + w] = any != 0;
       zero_pixels += any != 0;
     }
