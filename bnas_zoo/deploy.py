@@ -67,17 +67,21 @@ def _file_source(tensors: Dict[str, torch.Tensor],
     return _Source(lambda k: tensors[k], lambda name, m: binary_weight(f'{name}.weight'))
 
 
-def _bn_scale_shift(src: _Source, prefix: str, bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Eval BatchNorm as ``x * scale + shift`` (computed in float64, stored in float32)."""
-    mean = src.tensor(f'{prefix}.running_mean').double()
-    var = src.tensor(f'{prefix}.running_var').double()
-    scale = 1.0 / torch.sqrt(var + bn.eps)
-    if bn.affine:
-        scale = scale * src.tensor(f'{prefix}.weight').double()
-        shift = src.tensor(f'{prefix}.bias').double() - mean * scale
-    else:
-        shift = -mean * scale
+def fold_batchnorm(mean: torch.Tensor, var: torch.Tensor, eps: float, weight: Optional[torch.Tensor] = None,
+                   bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Eval BatchNorm as ``x * scale + shift`` (computed in float64, returned in float32)."""
+    scale = 1.0 / torch.sqrt(var.double() + eps)
+    if weight is not None:
+        scale = scale * weight.double()
+    shift = (bias.double() if bias is not None else 0.0) - mean.double() * scale
     return scale.float(), shift.float()
+
+
+def _bn_scale_shift(src: _Source, prefix: str, bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Eval BatchNorm ``prefix`` of the source as ``x * scale + shift`` (:func:`fold_batchnorm`)."""
+    affine = (src.tensor(f'{prefix}.weight'), src.tensor(f'{prefix}.bias')) if bn.affine else (None, None)
+    return fold_batchnorm(src.tensor(f'{prefix}.running_mean'), src.tensor(f'{prefix}.running_var'), bn.eps,
+                          *affine)
 
 
 def insert_zero_channels(x: torch.Tensor, pad: Range) -> torch.Tensor:

@@ -76,12 +76,12 @@ def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], seed:
 def folded_batchnorm(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block, every eval BatchNorm of ``model`` computes ``x * scale + shift``, with ``scale`` and
     ``shift`` folded from its statistics in float64 and rounded to float32: the same map as ``(x - mean) /
-    sqrt(var + eps) * weight + bias``, rounded as deployment computes it."""
+    sqrt(var + eps) * weight + bias``, rounded as deployment computes it (``bnas_zoo.deploy.fold_batchnorm``)."""
+    from .deploy import fold_batchnorm
+
     def folded(bn: nn.modules.batchnorm._BatchNorm, inputs, output):
-        scale = 1.0 / torch.sqrt(bn.running_var.double() + bn.eps)
-        if bn.affine:
-            scale = scale * bn.weight.double()
-        shift = (bn.bias.double() if bn.affine else 0.0) - bn.running_mean.double() * scale
+        scale, shift = fold_batchnorm(bn.running_mean, bn.running_var, bn.eps, bn.weight if bn.affine else None,
+                                      bn.bias if bn.affine else None)
         view = (1, -1) + (1,) * (inputs[0].dim() - 2)
         return inputs[0] * scale.to(inputs[0].dtype).view(view) + shift.to(inputs[0].dtype).view(view)
 

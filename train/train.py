@@ -199,10 +199,9 @@ def _fit_batch(recipe: dict, train_images: int, world: int) -> dict:
     if fitted < 1:
         raise BnasError(f'the training set holds {train_images} image(s), fewer than the {world} processes; '
                         f'an epoch would train nothing')
-    if int(os.environ.get('RANK', '0')) == 0:
-        print(f'bnas-train: notice: the training set holds {train_images} image(s), fewer than the batch size '
-              f'{batch} (an epoch would train nothing: the incomplete last batch is dropped); using --batch-size '
-              f'{fitted} (the learning rate is not rescaled)', file=sys.stderr, flush=True)
+    _notice(f'the training set holds {train_images} image(s), fewer than the batch size {batch} (an epoch would '
+            f'train nothing: the incomplete last batch is dropped); using --batch-size {fitted} (the learning rate '
+            f'is not rescaled)')
     return dict(recipe, batch_size=fitted)
 
 

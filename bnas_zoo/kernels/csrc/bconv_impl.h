@@ -179,20 +179,25 @@ void build_row(const ConvArgs& a, int64_t n, int64_t oh, Row& r) {
   }
 }
 
+// The table entries (2 T - V) of the padded taps in mask m, added to the 16 sums of the block at channel c0.
+inline void add_padded_taps(const ConvArgs& a, uint32_t m, int64_t c0, int32_t* tot) {
+  for (; m; m &= m - 1) {
+    const int32_t* corr = a.tapcorr + (int64_t)__builtin_ctz(m) * a.OB * OB_CHS + c0;
+    for (int c = 0; c < OB_CHS; ++c) tot[c] += corr[c];
+  }
+}
+
 // The output of one pixel's nc channels of block ob from its disagreement counts (FULL: nc == 16; the loops
 // run over all 16 lanes, whose per-channel tables are padded, so that they vectorize).
 template <int R, bool FULL>
 inline void epilogue(const ConvArgs& a, const Row& row, const int32_t* cnt, int64_t ob, int nc, int64_t n,
                      int64_t oh, int64_t ow) {
-  const int64_t c0 = ob * OB_CHS, obc = a.OB * OB_CHS;
+  const int64_t c0 = ob * OB_CHS;
   const int len = FULL ? OB_CHS : nc;
   int32_t tot[OB_CHS];
   const int32_t* base = a.base + c0;
   for (int c = 0; c < OB_CHS; ++c) tot[c] = base[c] - 2 * cnt[c];
-  for (uint32_t m = row.oob[ow]; m; m &= m - 1) {  // padded taps: their table entries
-    const int32_t* corr = a.tapcorr + (int64_t)__builtin_ctz(m) * obc + c0;
-    for (int c = 0; c < OB_CHS; ++c) tot[c] += corr[c];
-  }
+  add_padded_taps(a, row.oob[ow], c0, tot);
   if (row.zf[ow]) {  // exact zero activations in the receptive field: 2 T - V over their bits
     const int64_t top_left = ((n * a.Hp + oh * a.stride) * a.Wp + ow * a.stride) * a.Wd;
     gather_bits(a, a.z, top_left, row.zbits);  // (the padded taps' zero bits are 0: they are in the table)
@@ -237,7 +242,7 @@ inline void pixels_full(const ConvArgs& a, const Row& row, int64_t ob, int64_t n
   V total[NP][R];
   gemm_regs<NP, R, WMASK>(row.ptr + ow, a.Kw, a.wbits + ob * a.Kw * OB_CHS,
                           WMASK ? a.wmask + ob * a.Kw * OB_CHS : nullptr, total);
-  const int64_t c0 = ob * OB_CHS, obc = a.OB * OB_CHS, opix0 = (n * a.OH + oh) * a.OW + ow;
+  const int64_t c0 = ob * OB_CHS, opix0 = (n * a.OH + oh) * a.OW + ow;
   for (int p = 0; p < NP; ++p) {
     if (row.zf[ow + p]) {
       int32_t cnt[OB_CHS];
@@ -247,12 +252,9 @@ inline void pixels_full(const ConvArgs& a, const Row& row, int64_t ob, int64_t n
     }
     const int32_t* base = a.base + c0;
     int32_t border[OB_CHS];
-    if (uint32_t m = row.oob[ow + p]) {
+    if (row.oob[ow + p]) {
       for (int c = 0; c < OB_CHS; ++c) border[c] = base[c];
-      for (; m; m &= m - 1) {
-        const int32_t* corr = a.tapcorr + (int64_t)__builtin_ctz(m) * obc + c0;
-        for (int c = 0; c < OB_CHS; ++c) border[c] += corr[c];
-      }
+      add_padded_taps(a, row.oob[ow + p], c0, border);
       base = border;
     }
     float* out = a.out + (opix0 + p) * a.ldo + c0;
