@@ -258,7 +258,7 @@ class Shortcut2x2(_Emitter):
         out_chs, in_chs = weight.shape[:2]
         self.groups, self.out_channels, self.in_total, self.in_lo = groups, out_chs, in_chs * groups, in_lo
         if groups == 1:
-            weight = weight.permute(2, 3, 1, 0).reshape(4 * in_chs, out_chs).contiguous()
+            weight = weight.permute(0, 2, 3, 1).reshape(out_chs, 4 * in_chs).contiguous()
         else:
             weight = weight.contiguous(memory_format=torch.channels_last)
         self.register_buffer('weight', weight)

@@ -116,6 +116,7 @@ def float32_spread(model: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, Dic
 class Agreement:
     """Another computation of a network against its float64 simulation, judged by float32's own spread."""
     max_diff: float        # the largest |logit difference| over the batch
+    beyond: int            # samples whose largest difference exceeds the tolerance
     median_diff: float     # the median over the samples of each sample's largest difference
     max_spread: float      # float32's largest deviation over the batch and the summation orders
     median_spread: float   # the median over the samples of float32's largest deviation over the orders
@@ -130,11 +131,12 @@ class Agreement:
 
     @property
     def ok(self) -> bool:
-        return (self.max_diff <= self.tolerance and self.median_diff <= 3.0 * self.median_spread + 1e-5 * self.scale
+        return (self.beyond <= 1 and self.median_diff <= 3.0 * self.median_spread + 1e-5 * self.scale
                 and self.same_class == self.decided)
 
     def __str__(self) -> str:
-        return (f'max |diff| {self.max_diff:.2e} (float32 spread {self.max_spread:.2e}, tolerance {self.tolerance:.2e}), '
+        return (f'max |diff| {self.max_diff:.2e} (float32 spread {self.max_spread:.2e}, tolerance {self.tolerance:.2e}; '
+                f'{self.beyond} of {self.total} samples beyond it), '
                 f'median {self.median_diff:.2e} (float32 {self.median_spread:.2e}), same class for '
                 f'{self.same_class}/{self.decided} decided samples of {self.total}')
 
@@ -143,8 +145,10 @@ class Agreement:
 def compare_with_float64(out: torch.Tensor, ref64: torch.Tensor, spreads: Dict[str, torch.Tensor]) -> Agreement:
     """Judge logits ``out`` against the float64 logits by float32's own per-sample ``spreads``
     (:func:`float32_spread`): a binary network's sign inputs within rounding of 0 flip with the summation
-    order, rarely per sample but then visibly, so the largest difference over a batch must stay within 3x
-    float32's largest, the median over the samples within 3x the median of float32's per-sample spread (its
+    order, rarely per sample but then visibly, so the differences must stay within 3x float32's largest
+    deviation over the batch on every sample but one (float32's own orders each cascade on a sample or two of
+    a batch, not always the same ones: one more such sample is no evidence of an error, two are), the median
+    over the samples within 3x the median of float32's per-sample spread (its
     largest deviation over the orders; a systematic error would exceed it on most samples), and
     the classes must agree for every sample whose float64 top-2 margin exceeds twice its own tolerance (3x
     float32's spread on that sample)."""
@@ -156,5 +160,6 @@ def compare_with_float64(out: torch.Tensor, ref64: torch.Tensor, spreads: Dict[s
     top2 = ref64.topk(2, dim=1).values if ref64.shape[1] > 1 else torch.cat([ref64, ref64 - 1], 1)
     decided = (top2[:, 0] - top2[:, 1]) > 2 * (3.0 * per_sample + 1e-5 * scale)
     same = (out.argmax(1) == ref64.argmax(1)) & decided
-    return Agreement(diff.max().item(), diff.median().item(), max_spread, median_spread, int(decided.sum()),
+    beyond = int((diff > 3.0 * max_spread + 1e-5 * scale).sum())
+    return Agreement(diff.max().item(), beyond, diff.median().item(), max_spread, median_spread, int(decided.sum()),
                      int(same.sum()), out.shape[0], scale)

@@ -140,13 +140,19 @@ def float_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
 
 def shortcut_2x2(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> torch.Tensor:
     """The 2x2 stride-2 reduction shortcut: dense, a matrix product of the space-to-depth view of the input
-    (``weight`` as (4 * in, out)); grouped, oneDNN's grouped convolution (``weight`` as (out, in / g, 2, 2))."""
+    with ``weight`` as (out, 4 * in) (oneDNN's matrix product where torch has oneDNN: 1.1-1.4x MKL's ``addmm``
+    at these shapes, which repacks the whole weight matrix at every call); grouped, oneDNN's grouped
+    convolution (``weight`` as (out, in / g, 2, 2))."""
     if groups != 1:
         return float_conv(x, weight, bias, 2, 0, 1, groups)
     n, c, h, w = x.shape
     x = x[:, :, :h // 2 * 2, :w // 2 * 2]
     patches = x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5)
-    y = torch.addmm(bias, patches.reshape(n * (h // 2) * (w // 2), 4 * c), weight)
+    patches = patches.reshape(n * (h // 2) * (w // 2), 4 * c)
+    if torch.backends.mkldnn.is_available():
+        y = torch.ops.mkldnn._linear_pointwise(patches, weight, bias, 'none', [], '')
+    else:
+        y = F.linear(patches, weight, bias)
     return y.view(n, h // 2, w // 2, -1).permute(0, 3, 1, 2)
 
 

@@ -6,9 +6,11 @@
 // pointers with the buffer's channel count as the row stride, so that nodes write into their place in the
 // concatenated cell output and edges add into their node in place. The binary convolutions call the kernels
 // directly (binary_conv_raw); the float parts use the same ATen ops as the Python interpreter (oneDNN
-// convolutions, addmm, pooling), so the two compute the same values.
+// convolutions and matrix products, pooling), so the two compute the same values.
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <cstring>
@@ -80,13 +82,24 @@ at::Tensor in_precision(F&& fn, const at::Tensor& x, const at::Tensor& w, const 
   return fn(x.to(at::kBFloat16).to(at::kFloat), w.to(at::kFloat), bf).to(at::kBFloat16).to(at::kFloat);
 }
 
+// patches (M, K) x weight (N, K)^T + bias: oneDNN's matrix product (mkldnn::_linear_pointwise, as program.py's
+// shortcut_2x2 calls it) where torch has oneDNN, else linear.
+at::Tensor matmul_bias(const at::Tensor& patches, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+  if (!at::hasMKLDNN()) return at::linear(patches, w, b);
+  static const c10::OperatorHandle op = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  std::vector<c10::IValue> stack{patches, w, b, std::string("none"), c10::List<c10::optional<at::Scalar>>(),
+                                 c10::optional<std::string>(std::string())};
+  op.callBoxed(&stack);
+  return stack[0].toTensor();
+}
+
 at::Tensor shortcut_2x2(const at::Tensor& xin, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                         int64_t groups) {
   if (groups != 1) return float_conv(xin, w, b, 2, 0, 1, groups);
   const int64_t n = xin.size(0), c = xin.size(1), h = xin.size(2) / 2, wd = xin.size(3) / 2;
   const at::Tensor patches = xin.narrow(2, 0, 2 * h).narrow(3, 0, 2 * wd).permute({0, 2, 3, 1})
                                  .reshape({n, h, 2, wd, 2, c}).permute({0, 1, 3, 2, 4, 5});
-  return at::addmm(*b, patches.reshape({n * h * wd, 4 * c}), w).view({n, h, wd, -1}).permute({0, 3, 1, 2});
+  return matmul_bias(patches.reshape({n * h * wd, 4 * c}), w, b).view({n, h, wd, -1}).permute({0, 3, 1, 2});
 }
 
 // out slice = y [+ res slice], y a (N, ch, H, W) tensor of the slice's shape
