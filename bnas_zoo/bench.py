@@ -71,12 +71,14 @@ class NetworkTiming:
 
 @dataclass
 class Agreement:
-    """Deployed against float-simulated logits on one batch."""
+    """A computation's logits against a reference's on one batch (by default: the deployed network against the
+    float-simulated one)."""
     name: str
     max_diff: float
     max_logit: float
     same_argmax: int
     total: int
+    what: str = 'deployed vs float-simulated'
 
 
 def bench_networks(nets: Dict[str, Tuple[str, nn.Module]], input_size: Tuple[int, int, int], batches: Sequence[int],
@@ -100,33 +102,41 @@ def bench_networks(nets: Dict[str, Tuple[str, nn.Module]], input_size: Tuple[int
     return rows
 
 
-def agreement(model: nn.Module, fast: DeployedBNASNet, name: str, input_size: Tuple[int, int, int],
-              batch: int = 8, seed: int = 0) -> Agreement:
+def agreement(model: nn.Module, fast: nn.Module, name: str, input_size: Tuple[int, int, int],
+              batch: int = 8, seed: int = 0, what: str = 'deployed vs float-simulated') -> Agreement:
+    """``fast``'s logits against ``model``'s on ``batch`` random inputs."""
     x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         ref, out = model.eval()(x), fast(x)
     return Agreement(name, (out - ref).abs().max().item(), ref.abs().max().item(),
-                     int((out.argmax(1) == ref.argmax(1)).sum()), batch)
+                     int((out.argmax(1) == ref.argmax(1)).sum()), batch, what)
 
 
 def bench_model(model: nn.Module, name: str, batches: Sequence[int] = (1,), threads: Sequence[int] = (2,),
                 repeats: int = 10, input_size: Optional[Tuple[int, int, int]] = None,
                 baselines: Sequence[str] = DEFAULT_BASELINES, float_simulated: bool = False,
-                fast: Optional[DeployedBNASNet] = None) -> Tuple[List[NetworkTiming], Agreement]:
+                fast: Optional[DeployedBNASNet] = None,
+                bfloat16: bool = False) -> Tuple[List[NetworkTiming], List[Agreement]]:
     """Time the deployed form of ``model`` (``fast``, or ``deploy(model)``) against timm's ``baselines`` (fresh
-    float networks: weights do not change their speed) at the same input size, and optionally the
-    float-simulated ``model``; also its agreement with the float-simulated network."""
+    float networks: weights do not change their speed) at the same input size, optionally the float-simulated
+    ``model`` and (``bfloat16``) the deployed network with bfloat16 float parts; also the deployed network's
+    agreement with the float-simulated one, and the bfloat16 network's with the float32 deployed one."""
     import timm
     model = model.eval()
     fast = fast if fast is not None else deploy(model)
     size = tuple(input_size or model.pretrained_cfg.get('input_size', (3, 224, 224)))
     nets: Dict[str, Tuple[str, nn.Module]] = {f'{name} (deployed)': ('deployed', fast)}
+    agreements = [agreement(model, fast, name, size)]
+    if bfloat16:
+        half = deploy(model, float_dtype=torch.bfloat16)
+        nets[f'{name} (deployed, bfloat16)'] = ('deployed-bfloat16', half)
+        agreements.append(agreement(fast, half, name, size, what='bfloat16 float parts vs float32 deployed'))
     if float_simulated:
         nets[f'{name} (float-simulated)'] = ('float-simulated', model)
     for b in baselines:
         if b not in nets:
             nets[b] = ('baseline', timm.create_model(b, in_chans=size[0]).eval())
-    return bench_networks(nets, size, batches, threads, repeats), agreement(model, fast, name, size)
+    return bench_networks(nets, size, batches, threads, repeats), agreements
 
 
 @dataclass
@@ -223,7 +233,7 @@ def bench_layers(fast: DeployedBNASNet, input_size: Tuple[int, int, int], batch:
 
 
 def format_network_timings(rows: Sequence[NetworkTiming], agreements: Sequence[Agreement] = ()) -> str:
-    head = (f"{'network':<34} {'batch':>5} {'thr':>3} {'input':>9} {'ms':>9} {'img/s':>9} {'weights MB':>10}  "
+    head = (f"{'network':<36} {'batch':>5} {'thr':>3} {'input':>9} {'ms':>9} {'img/s':>9} {'weights MB':>10}  "
             f"{'vs deployed':>11}")
     lines = [head]
     deployed: Dict[Tuple[int, int], float] = {}  # the deployed network timed last in each setting
@@ -233,13 +243,13 @@ def format_network_timings(rows: Sequence[NetworkTiming], agreements: Sequence[A
         size = f'{r.input_size[1]}x{r.input_size[2]}'
         ref = deployed.get((r.batch, r.threads))
         rel = '' if r.kind == 'deployed' or ref is None else f'{r.ms / ref:.2f}x'
-        lines.append(f'{r.name:<34} {r.batch:>5} {r.threads:>3} {size:>9} {r.ms:>9.2f} {r.images_per_second:>9.1f} '
+        lines.append(f'{r.name:<36} {r.batch:>5} {r.threads:>3} {size:>9} {r.ms:>9.2f} {r.images_per_second:>9.1f} '
                      f'{r.weight_bytes / 1e6:>10.2f}  {rel:>11}')
     lines.append('ms: median latency of one batch; vs deployed: that network\'s latency / the deployed network\'s '
                  '(above 1: the deployed network is faster); weights: resident parameters and buffers (the deployed '
                  'network holds its binary weights as packed bits)')
     for a in agreements:
-        lines.append(f'{a.name}: deployed vs float-simulated logits on {a.total} random images: max |diff| '
+        lines.append(f'{a.name}: {a.what} logits on {a.total} random images: max |diff| '
                      f'{a.max_diff:.2e} (largest logit {a.max_logit:.2f}), same class for {a.same_argmax}/{a.total}')
     return '\n'.join(lines)
 

@@ -213,6 +213,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     backend = kernels.backend()
     print(f'kernels: {backend}' + (f' ({kernels.cpu_isa()}; this CPU supports {", ".join(kernels.cpu_isa_levels())})'
                                    if backend == 'compiled' else f' ({kernels.build_error()})'), flush=True)
+    if args.bf16:
+        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        print('bfloat16: ' + ('this CPU has bfloat16 instructions' if native else
+                              'this CPU has no bfloat16 instructions: emulated in float32, slower'), flush=True)
     for b in args.baseline:
         if b.split(':')[0] not in ('hf-hub', 'local-dir') and not _timm_name(b):
             raise BnasError(f'--baseline {b}: not a timm model name (see timm.list_models())')
@@ -230,9 +234,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          f'networks do not)')
         fast = deploy(model)  # once per model, for every measurement
         timings, agree = bench_model(model, name, args.batch_size, args.threads, args.repeats, size,
-                                     baselines=args.baseline, float_simulated=args.float_sim, fast=fast)
+                                     baselines=args.baseline, float_simulated=args.float_sim, fast=fast,
+                                     bfloat16=args.bf16)
         rows += timings
-        agreements.append(agree)
+        agreements += agree
         print(f'measured {name}', flush=True)
         if args.layers:
             peak = popcount_peak()
@@ -414,6 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help='also time the float-simulated network (the model as trained, in eval mode)')
     p.add_argument('--layers', action='store_true',
                    help='also print the per-layer table (at the first batch size and thread count)')
+    p.add_argument('--bf16', action='store_true',
+                   help='also time the deployed network with its float parts in bfloat16 '
+                        '(bnas_zoo.deploy(model, float_dtype=torch.bfloat16): fast on CPUs with bfloat16 '
+                        'instructions, AVX512-BF16 or AMX; emulated and slower elsewhere; the binary layers stay '
+                        'exact), and print how far its logits are from the float32 deployed network\'s')
     p.add_argument('--input-size', type=int, help=INPUT_SIZE_HELP)
     _add_custom_model_args(p, layers_alias=False)
     p.set_defaults(func=cmd_bench)

@@ -472,9 +472,11 @@ print('portable ok')
 def test_bench_command(capsys):
     from bnas_zoo.cli import main
     assert main(['bench', 'bnas_mini', '--batch-size', '1', '--threads', '1', '--repeats', '2', '--layers',
-                 '--baseline', 'resnet18', 'lcnet_050']) == 0
+                 '--baseline', 'resnet18', 'lcnet_050', '--bf16']) == 0
     out = capsys.readouterr().out
     assert 'bnas_mini (deployed)' in out and 'resnet18' in out and 'lcnet_050' in out and 'max |diff|' in out
+    assert 'bnas_mini (deployed, bfloat16)' in out and 'bfloat16 float parts vs float32 deployed logits' in out
+    assert 'bfloat16: this CPU has' in out
     assert 'popcount peak' in out and '% peak' in out  # the per-layer table
     assert 'calibrated' in out  # untrained weights: calibrated BatchNorms, and it says so
 
