@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import exactness
 from .deploy import DeployedBNASNet, PackedBinaryConv, deploy, insert_zero_channels, resident_weight_bytes
 
 __all__ = ['DEFAULT_BASELINES', 'NetworkTiming', 'Agreement', 'LayerBench', 'popcount_peak', 'bench_networks',
@@ -79,6 +80,9 @@ class Agreement:
     same_argmax: int
     total: int
     what: str = 'deployed vs float-simulated'
+    #: the deployed network judged against the float64 simulation by float32's own spread
+    #: (:func:`bnas_zoo.exactness.compare_with_float64`); None for other comparisons
+    judged: Optional[exactness.Agreement] = None
 
 
 def bench_networks(nets: Dict[str, Tuple[str, nn.Module]], input_size: Tuple[int, int, int], batches: Sequence[int],
@@ -103,13 +107,20 @@ def bench_networks(nets: Dict[str, Tuple[str, nn.Module]], input_size: Tuple[int
 
 
 def agreement(model: nn.Module, fast: nn.Module, name: str, input_size: Tuple[int, int, int],
-              batch: int = 8, seed: int = 0, what: str = 'deployed vs float-simulated') -> Agreement:
-    """``fast``'s logits against ``model``'s on ``batch`` random inputs."""
+              batch: int = 8, seed: int = 0, what: str = 'deployed vs float-simulated',
+              judge: bool = False) -> Agreement:
+    """``fast``'s logits against ``model``'s on ``batch`` random inputs; ``judge``: also against ``model``'s
+    float64 simulation, by float32's own spread (a binary network's float32 results differ by more than
+    rounding from one summation order to another: see :mod:`bnas_zoo.exactness`)."""
     x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         ref, out = model.eval()(x), fast(x)
+    judged = None
+    if judge:
+        ref64, spreads = exactness.float32_spread(model, x)
+        judged = exactness.compare_with_float64(out, ref64, spreads)
     return Agreement(name, (out - ref).abs().max().item(), ref.abs().max().item(),
-                     int((out.argmax(1) == ref.argmax(1)).sum()), batch, what)
+                     int((out.argmax(1) == ref.argmax(1)).sum()), batch, what, judged)
 
 
 def bench_model(model: nn.Module, name: str, batches: Sequence[int] = (1,), threads: Sequence[int] = (2,),
@@ -126,7 +137,7 @@ def bench_model(model: nn.Module, name: str, batches: Sequence[int] = (1,), thre
     fast = fast if fast is not None else deploy(model)
     size = tuple(input_size or model.pretrained_cfg.get('input_size', (3, 224, 224)))
     nets: Dict[str, Tuple[str, nn.Module]] = {f'{name} (deployed)': ('deployed', fast)}
-    agreements = [agreement(model, fast, name, size)]
+    agreements = [agreement(model, fast, name, size, judge=True)]
     if bfloat16:
         half = deploy(model, float_dtype=torch.bfloat16)
         nets[f'{name} (deployed, bfloat16)'] = ('deployed-bfloat16', half)
@@ -249,8 +260,12 @@ def format_network_timings(rows: Sequence[NetworkTiming], agreements: Sequence[A
                  '(above 1: the deployed network is faster); weights: resident parameters and buffers (the deployed '
                  'network holds its binary weights as packed bits)')
     for a in agreements:
-        lines.append(f'{a.name}: {a.what} logits on {a.total} random images: max |diff| '
-                     f'{a.max_diff:.2e} (largest logit {a.max_logit:.2f}), same class for {a.same_argmax}/{a.total}')
+        if a.judged is not None:
+            lines.append(f'{a.name}: deployed vs the float64 simulation on {a.total} random images: '
+                         f'{"within" if a.judged.ok else "NOT within"} float32\'s own spread: {a.judged}')
+        else:
+            lines.append(f'{a.name}: {a.what} logits on {a.total} random images: max |diff| {a.max_diff:.2e} '
+                         f'(largest logit {a.max_logit:.2f}), same class for {a.same_argmax}/{a.total}')
     return '\n'.join(lines)
 
 

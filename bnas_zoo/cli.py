@@ -402,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
         'bench', help='time deployed (packed-bit) inference against the float networks you would use instead',
         description='For each model, batch size and thread count: the latency and throughput of the deployed '
                     'network (bnas_zoo.deploy, packed-bit kernels) and of each --baseline (timm float networks at '
-                    'the same input size, timed in the same loop), and the weight bytes each holds. Medians of '
+                    'the same input size, timed in the same loop), the weight bytes each holds, and whether the '
+                    'deployed network\'s logits lie within float32\'s own spread of the float64 simulation. Medians of '
                     'interleaved runs: run it on an otherwise idle machine. A model with untrained weights gets '
                     'BatchNorm statistics calibrated on random inputs first (trained networks have them). '
                     '--layers adds a table of every binary layer: its time, BatchNorm-sign-pack included and '

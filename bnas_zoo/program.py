@@ -140,7 +140,7 @@ def float_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
 
 def shortcut_2x2(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> torch.Tensor:
     """The 2x2 stride-2 reduction shortcut: dense, a matrix product of the space-to-depth view of the input
-    with ``weight`` as (out, 4 * in) (oneDNN's matrix product where torch has oneDNN: 1.1-1.4x MKL's ``addmm``
+    with ``weight`` as (out, 4 * in) (oneDNN's matrix product where torch has oneDNN: up to 1.4x MKL's ``addmm``
     at these shapes, which repacks the whole weight matrix at every call); grouped, oneDNN's grouped
     convolution (``weight`` as (out, in / g, 2, 2))."""
     if groups != 1:

@@ -476,6 +476,7 @@ def test_bench_command(capsys):
     out = capsys.readouterr().out
     assert 'bnas_mini (deployed)' in out and 'resnet18' in out and 'lcnet_050' in out and 'max |diff|' in out
     assert 'bnas_mini (deployed, bfloat16)' in out and 'bfloat16 float parts vs float32 deployed logits' in out
+    assert "bnas_mini: deployed vs the float64 simulation on 8 random images: within float32's own spread" in out
     assert 'bfloat16: this CPU has' in out
     assert 'popcount peak' in out and '% peak' in out  # the per-layer table
     assert 'calibrated' in out  # untrained weights: calibrated BatchNorms, and it says so
