@@ -10,7 +10,8 @@
    timm's float mobilenetv3_small_050 and resnet18 at 224x224; deployed bnas_a against resnet18 at 32x32.
    Targets: bnas_d latency <= 1.5x mobilenetv3_small_050's (batch 1); bnas_d throughput >= 0.4x
    mobilenetv3_small_050's (batch 8); bnas_a faster than resnet18 (batch 1 and 8); bnas_d_grouped faster
-   than bnas_d.
+   than bnas_d. For reference (not the default, not a target): bnas_d with bfloat16 float parts
+   (``deploy(model, float_dtype=torch.bfloat16)``), fast where the CPU has bfloat16 instructions.
 3. the deployed bnas_d's resident weight memory: <= 1.1x its model-1bit.safetensors.
 4. outputs: each deployed network against its float64 simulation, within float32's own spread (BatchNorm
    statistics calibrated on data first, as training leaves them).
@@ -74,7 +75,9 @@ def main() -> None:
                       f'{_verdict(not low)}', flush=True)
 
     print('\n2. end to end, 2 threads (medians of interleaved runs)')
+    half = bnas_zoo.deploy(models['bnas_d'], float_dtype=torch.bfloat16)
     rows = bench_networks({'bnas_d (deployed)': ('deployed', fast['bnas_d']),
+                           'bnas_d (deployed, bfloat16)': ('deployed-bfloat16', half),
                            'bnas_d_grouped (deployed)': ('deployed', fast['bnas_d_grouped']),
                            'mobilenetv3_small_050': ('baseline', timm.create_model('mobilenetv3_small_050').eval()),
                            'resnet18': ('baseline', timm.create_model('resnet18').eval())},
@@ -88,6 +91,10 @@ def main() -> None:
     print(f'   bnas_d latency / mobilenetv3_small_050, batch 1: {lat:.2f}x (target <= 1.5x: {_verdict(lat <= 1.5)})')
     thr = ms[('mobilenetv3_small_050', 8)] / ms[('bnas_d (deployed)', 8)]
     print(f'   bnas_d throughput / mobilenetv3_small_050, batch 8: {thr:.2f}x (target >= 0.4x: {_verdict(thr >= 0.4)})')
+    native = 'native' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'emulated: no bfloat16 instructions'
+    print(f'   with bfloat16 float parts ({native}; opt-in, for reference): latency '
+          f'{ms[("bnas_d (deployed, bfloat16)", 1)] / ms[("mobilenetv3_small_050", 1)]:.2f}x, throughput '
+          f'{ms[("mobilenetv3_small_050", 8)] / ms[("bnas_d (deployed, bfloat16)", 8)]:.2f}x')
     for batch in (1, 8):
         r = ms[('resnet18 @32', batch)] / ms[('bnas_a (deployed)', batch)]
         print(f'   bnas_a vs resnet18 at 32x32, batch {batch}: {r:.2f}x as fast (target > 1x: {_verdict(r > 1)})')
