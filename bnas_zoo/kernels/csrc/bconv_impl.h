@@ -80,24 +80,9 @@ int64_t pack_rows(const PackArgs& a, int64_t begin, int64_t end) {
   return zero_pixels;
 }
 
-// OR the n bits of src (bit i of word i / 64; the bits past n are zero) into dst from bit `off` on.
-inline void append_bits(uint64_t* dst, int64_t off, const uint64_t* src, int64_t n) {
-  const int64_t w0 = off >> 6;
-  const int sh = (int)(off & 63);
-  const int64_t nw = (n + 63) >> 6;
-  if (sh == 0) {
-    for (int64_t i = 0; i < nw; ++i) dst[w0 + i] |= src[i];
-    return;
-  }
-  for (int64_t i = 0; i < nw; ++i) {
-    const uint64_t v = src[i];
-    dst[w0 + i] |= v << sh;
-    if (sh + imin(64, n - 64 * i) > 64) dst[w0 + i + 1] |= v >> (64 - sh);
-  }
-}
-
 // The Kw words of a pixel's K bits of `plane` (dense: taps packed one after the other; the padded taps read
-// the zero border).
+// the zero border). Each tap's C bits are Wd words of which the last holds C - 64 (Wd - 1) bits (the bits past C
+// are zero); they are streamed into the destination through one word of carry, each word written once.
 inline void gather_bits(const ConvArgs& a, const uint64_t* plane, int64_t top_left, uint64_t* dst) {
   const int64_t taps = a.k * a.k, Wd = a.Wd;
   const uint64_t* src = plane + top_left;
@@ -106,8 +91,26 @@ inline void gather_bits(const ConvArgs& a, const uint64_t* plane, int64_t top_le
       for (int64_t j = 0; j < Wd; ++j) dst[t * Wd + j] = src[a.tapoff[t] + j];
     return;
   }
-  for (int64_t j = 0; j < a.Kw; ++j) dst[j] = 0;
-  for (int64_t t = 0; t < taps; ++t) append_bits(dst, t * a.C, src + a.tapoff[t], a.C);
+  const int tail = (int)(a.C - 64 * (Wd - 1));  // 1..63
+  uint64_t acc = 0;
+  int fill = 0;  // bits held in acc, 0..63
+  for (int64_t t = 0; t < taps; ++t) {
+    const uint64_t* p = src + a.tapoff[t];
+    for (int64_t j = 0; j + 1 < Wd; ++j) {  // whole words: the carry shifts through
+      const uint64_t v = p[j];
+      *dst++ = acc | (v << fill);
+      acc = fill ? v >> (64 - fill) : 0;
+    }
+    const uint64_t v = p[Wd - 1];
+    acc |= v << fill;
+    fill += tail;
+    if (fill >= 64) {
+      *dst++ = acc;
+      fill -= 64;
+      acc = fill ? v >> (tail - fill) : 0;
+    }
+  }
+  if (fill) *dst = acc;
 }
 
 // The inner loop: popcount((s ^ t) [& v]) of NP pixels x R * LANES output channels over Kw words (AND_:
