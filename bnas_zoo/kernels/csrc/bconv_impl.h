@@ -34,14 +34,15 @@ inline uint64_t low_bits(int64_t n) { return n >= 64 ? ~(uint64_t)0 : (((uint64_
 
 // One pixel's Wd sign and zero words (x: its channels-last row); returns its zero bits ORed (non-zero when a
 // channel is zero).
-inline uint64_t pack_pixel(const PackArgs& a, bool whole, const float* x, uint64_t* s, uint64_t* z) {
+inline uint64_t pack_pixel(const PackArgs& a, bool all, const float* x, uint64_t* s, uint64_t* z) {
   uint64_t any = 0;
-  if (whole) {  // every word: 64 channels read from x
+  if (all) {  // every channel read from x: whole words of 64, the last one of C - 64 (Wd - 1)
     for (int64_t j = 0; j < a.Wd; ++j) {
+      const int n = (int)imin(64, a.C - 64 * j);
       uint64_t m;
-      Simd::pack_word(x + 64 * j, a.scale + 64 * j, a.shift + 64 * j, 64, s + j, &m);
-      z[j] = ~m;
-      any |= ~m;
+      Simd::pack_word(x + 64 * j, a.scale + 64 * j, a.shift + 64 * j, n, s + j, &m);
+      z[j] = ~m & low_bits(n);
+      any |= z[j];
     }
     return any;
   }
@@ -66,12 +67,12 @@ inline uint64_t pack_pixel(const PackArgs& a, bool whole, const float* x, uint64
 // Rows [begin, end) of the N * H input rows into the bordered buffers; returns the pixels holding a zero.
 int64_t pack_rows(const PackArgs& a, int64_t begin, int64_t end) {
   int64_t zero_pixels = 0;
-  const bool whole = (a.C & 63) == 0 && a.lo == 0 && a.hi == a.C;  // no range logic per word
+  const bool all = a.lo == 0 && a.hi == a.C;  // no range logic per word
   for (int64_t row = begin; row < end; ++row) {
     const int64_t n = row / a.H, h = row % a.H;
     const int64_t pix0 = (n * a.Hp + h + a.pad) * a.Wp + a.pad;
     for (int64_t w = 0; w < a.W; ++w) {
-      const uint64_t any = pack_pixel(a, whole, a.x + ((n * a.H + h) * a.W + w) * a.ldx, a.s + (pix0 + w) * a.Wd,
+      const uint64_t any = pack_pixel(a, all, a.x + ((n * a.H + h) * a.W + w) * a.ldx, a.s + (pix0 + w) * a.Wd,
                                       a.z + (pix0 + w) * a.Wd);
       a.zflag[pix0 + w] = any != 0;
       zero_pixels += any != 0;
