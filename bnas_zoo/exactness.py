@@ -112,6 +112,12 @@ def float32_spread(model: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, Dic
     return ref, {k: (v.double() - ref).abs().amax(1) for k, v in outs.items()}
 
 
+def _tolerance(spread, scale: float):
+    """The judge's bound for a float32 ``spread`` (a number or a tensor of them): 3x it, plus 1e-5 of the
+    largest float64 logit ``scale`` (where float32 happens to match float64 exactly)."""
+    return 3.0 * spread + 1e-5 * scale
+
+
 @dataclass
 class Agreement:
     """Another computation of a network against its float64 simulation, judged by float32's own spread."""
@@ -128,12 +134,12 @@ class Agreement:
 
     @property
     def tolerance(self) -> float:
-        return 3.0 * self.max_spread + 1e-5 * self.scale
+        return _tolerance(self.max_spread, self.scale)
 
     @property
     def ok(self) -> bool:
         return (self.beyond <= max(1, self.total // 4)
-                and self.median_diff <= 3.0 * self.median_spread + 1e-5 * self.scale
+                and self.median_diff <= _tolerance(self.median_spread, self.scale)
                 and self.same_class == self.decided)
 
     def __str__(self) -> str:
@@ -160,8 +166,8 @@ def compare_with_float64(out: torch.Tensor, ref64: torch.Tensor, spreads: Dict[s
     median_spread = per_sample.median().item()
     scale = ref64.abs().max().item()
     top2 = ref64.topk(2, dim=1).values if ref64.shape[1] > 1 else torch.cat([ref64, ref64 - 1], 1)
-    beyond = diff > 3.0 * max_spread + 1e-5 * scale  # a cascade: its class may follow it
-    decided = ((top2[:, 0] - top2[:, 1]) > 2 * (3.0 * per_sample + 1e-5 * scale)) & ~beyond
+    beyond = diff > _tolerance(max_spread, scale)  # a cascade: its class may follow it
+    decided = ((top2[:, 0] - top2[:, 1]) > 2 * _tolerance(per_sample, scale)) & ~beyond
     same = (out.argmax(1) == ref64.argmax(1)) & decided
     return Agreement(diff.max().item(), int(beyond.sum()), diff.median().item(), max_spread, median_spread,
                      int(decided.sum()), int(same.sum()), out.shape[0], scale)
