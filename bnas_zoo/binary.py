@@ -214,11 +214,13 @@ class BinaryConv2d(nn.Conv2d):
                 'or freeze these convs (requires_grad_(False)) to train only the rest')
         if _portable(self.training):  # eval under export or tracing: standard operators only
             weight = xnor_weight_value(self.weight) if self.binary_weights and not self.deployed else self.weight
-            x = torch.sign(x)
-        else:
-            weight = xnor_weight(self.weight) if self.binary_weights and not self.deployed else self.weight
-            x = sign_ste(x)
-        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return F.conv2d(torch.sign(x), weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return self.forward_signed(sign_ste(x))
+
+    def forward_signed(self, a: torch.Tensor) -> torch.Tensor:
+        """The convolution of inputs already signed (``a = sign_ste(x)``, or a fused op computing it)."""
+        weight = xnor_weight(self.weight) if self.binary_weights and not self.deployed else self.weight
+        return F.conv2d(a, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f', binary_weights={self.binary_weights}' + (', deployed' if self.deployed else '')
@@ -229,7 +231,9 @@ class BinaryConvBlock(nn.Module):
 
     Training on channels-last float32 CPU activations runs the fast path where one is installed
     (:func:`register_fast_training_path`; ``bnas_zoo.kernels.training``: packed XNOR kernels, exact convolution
-    sums); everything else computes the float simulation, the release's computation bit for bit.
+    sums); everything else computes the float simulation, the release's computation bit for bit (on contiguous
+    float32 CPU activations with the BatchNorm and sign fused, ``bnas_zoo.kernels.exact_training``: the same
+    values).
     """
 
     def __init__(

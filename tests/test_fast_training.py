@@ -126,7 +126,8 @@ def test_fast_block_cumulative_running_average():
 
 
 def test_fast_path_dispatch(monkeypatch):
-    """Only training on channels-last float32 activations with binary weights takes the fast path."""
+    """Only training on channels-last float32 activations with binary weights takes the packed kernels;
+    training on contiguous ones takes the fused float simulation (exact_training), eval neither."""
     import bnas_zoo.binary as binary
     blk = _block(16, 16, 3)
     x = _separated_input(4, 16, 8, 8)
@@ -136,15 +137,16 @@ def test_fast_path_dispatch(monkeypatch):
     fp = BinaryConvBlock(16, 16, 3, binary_weights=False)
     assert not training.applies(x.to(memory_format=CL), fp.bn, fp.conv)
     applies, run = binary._FAST_TRAINING_PATH  # what importing bnas_zoo installed: these very functions
-    assert (applies, run) == (training.applies, training.xnor_conv_block)
+    assert (applies, run) == (training._fast_applies, training._fast_block)
     calls = []
-    monkeypatch.setattr(binary, '_FAST_TRAINING_PATH', (applies, lambda *a: calls.append(1) or run(*a)))
+    monkeypatch.setattr(binary, '_FAST_TRAINING_PATH', (applies, lambda *a: calls.append(a[0].is_contiguous()) or run(*a)))
     blk.train()(x.to(memory_format=CL))
     blk.train()(x)
     blk.eval()(x.to(memory_format=CL))
+    blk.eval()(x)
     with torch.no_grad():
         blk.train()(x.to(memory_format=CL))
-    assert len(calls) == 2
+    assert calls == [False, True, False]
 
 
 def test_batch_stats_kernel():

@@ -238,8 +238,13 @@ def test_torchscript_saves_loads_and_trains_as_eager(tmp_path):
     out.sum().backward()
     expected.sum().backward()
     grads = dict(loaded.named_parameters())
+    # (eager training fuses BatchNorm and sign, whose backward sums in another order than the scripted
+    # plain ops': the gradients agree to float rounding, judged against each tensor's scale, floored at 1e-3
+    # of the largest gradient since some are mathematically zero and computed as rounding noise)
+    floor = 1e-3 * max(p.grad.abs().max().item() for p in ref.parameters())
     for k, p in ref.named_parameters():
-        assert torch.allclose(grads[k].grad, p.grad, rtol=1e-4, atol=1e-6), k
+        scale = max(p.grad.abs().max().item(), floor)
+        assert torch.allclose(grads[k].grad, p.grad, rtol=1e-4, atol=1e-5 * scale), k
 
 
 @pytest.mark.parametrize('name', ['bnas_mini', 'bnas_d_grouped'])

@@ -19,7 +19,7 @@ __all__ = ['backend', 'build_error', 'cpu_isa', 'cpu_isa_levels', 'ensure_loaded
 
 CSRC = Path(__file__).resolve().parent / 'csrc'
 #: the portable sources, built everywhere; and the x86-64 instruction-set files, built only there
-SOURCES = ['ops.cpp', 'program.cpp', 'train_ops.cpp', 'bconv_generic.cpp']
+SOURCES = ['ops.cpp', 'program.cpp', 'train_ops.cpp', 'exact_bn_sign.cpp', 'bconv_generic.cpp']
 X86_SOURCES = ['bconv_avx2.cpp', 'bconv_avx512.cpp', 'bconv_avx512vp.cpp']
 #: set to 1 to make a failed build an error instead of a fallback to the reference (CI sets it)
 REQUIRE_ENV = 'BNAS_ZOO_REQUIRE_KERNELS'

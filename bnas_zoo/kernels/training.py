@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..binary import center_clamp, register_fast_training_path, sign_ste, xnor_alpha, xnor_weight
-from . import ops
+from . import exact_training, ops
 
 __all__ = ['xnor_conv_block', 'xnor_conv_block_reference', 'batch_stats_reference', 'fast_path_available']
 
@@ -139,4 +139,16 @@ def applies(x: torch.Tensor, bn: torch.nn.BatchNorm2d, conv: torch.nn.Conv2d) ->
     return fast_path_available()
 
 
-register_fast_training_path(applies, xnor_conv_block)
+def _fast_block(x: torch.Tensor, bn: torch.nn.BatchNorm2d, conv: torch.nn.Conv2d, zero_tail: int = 0) -> torch.Tensor:
+    if x.is_contiguous():  # the float simulation with the fused BatchNorm-sign (exact_training.applies)
+        return exact_training.float_block(x, bn, conv, zero_tail)
+    return xnor_conv_block(x, bn, conv, zero_tail)
+
+
+def _fast_applies(x: torch.Tensor, bn: torch.nn.BatchNorm2d, conv: torch.nn.Conv2d) -> bool:
+    return applies(x, bn, conv) or exact_training.applies(x, bn, conv)
+
+
+# channels-last blocks run the packed XNOR kernels (this module); contiguous ones the float simulation with
+# its BatchNorm and sign fused (exact_training: the same values as the plain ops)
+register_fast_training_path(_fast_applies, _fast_block)
