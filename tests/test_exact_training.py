@@ -89,7 +89,8 @@ def test_block_takes_the_fused_op_only_where_it_applies():
     assert not exact_training.applies(x[:1, :, :1, :1], blk.bn, blk.conv)  # one value per channel: BatchNorm's error
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert not exact_training.applies(x, blk.bn, blk.conv)
-    blk.bn.eval()  # frozen statistics
+    assert not exact_training.applies(x, blk.double().bn, blk.conv)  # float64 parameters
+    blk.float().bn.eval()  # frozen statistics
     assert not exact_training.applies(x, blk.bn, blk.conv)
 
 

@@ -139,7 +139,10 @@ def test_fast_path_dispatch(monkeypatch):
     applies, run = binary._FAST_TRAINING_PATH  # what importing bnas_zoo installed: these very functions
     assert (applies, run) == (training._fast_applies, training._fast_block)
     calls = []
-    monkeypatch.setattr(binary, '_FAST_TRAINING_PATH', (applies, lambda *a: calls.append(a[0].is_contiguous()) or run(*a)))
+    def recording(*a):
+        calls.append(a[0].is_contiguous())
+        return run(*a)
+    monkeypatch.setattr(binary, '_FAST_TRAINING_PATH', (applies, recording))
     blk.train()(x.to(memory_format=CL))
     blk.train()(x)
     blk.eval()(x.to(memory_format=CL))

@@ -132,14 +132,17 @@ def available() -> bool:
 
 def applies(x: torch.Tensor, bn: nn.Module, conv: nn.Module) -> bool:
     """Whether a block's training forward takes :func:`float_block`: a contiguous float32 CPU input outside
-    autocast, a plain ``nn.BatchNorm2d`` in training mode, a binary conv holding latent weights, no tracing,
-    export or torch.compile, and the check of :func:`available` passed."""
+    autocast, a plain float32 ``nn.BatchNorm2d`` in training mode, a binary conv holding latent weights, no
+    tracing, export or torch.compile, and the check of :func:`available` passed."""
     if not isinstance(x, torch.Tensor):  # a torch.fx proxy
         return False
     if not (x.dim() == 4 and x.dtype == torch.float32 and x.device.type == 'cpu' and x.is_contiguous()
             and x.shape[0] * x.shape[2] * x.shape[3] > 1 and x.shape[1] > 0):  # (else BatchNorm's own error)
         return False
     if type(bn) is not nn.BatchNorm2d or not bn.training:
+        return False
+    if not all(t is None or (t.dtype == torch.float32 and t.device.type == 'cpu' and t.is_contiguous())
+               for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var)):
         return False
     if getattr(conv, 'deployed', True) or not hasattr(conv, 'forward_signed'):
         return False
