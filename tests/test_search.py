@@ -9,7 +9,7 @@ import torch
 import bnas_zoo
 from bnas_zoo.derive import derive_cell, derive_genotype, diversity_regularizer, learnable_share, mean_entropy
 from bnas_zoo.genotype import PRIMITIVES, load_genotype
-from bnas_zoo.supernet import Supernet
+from bnas_zoo.supernet import MaxPool3x3, Supernet
 from bnas_zoo.train.search import main as search_main
 
 OPS = list(PRIMITIVES)
@@ -156,6 +156,22 @@ def test_derived_genotypes_are_valid_and_build():
         model = timm.create_model('bnas_custom', genotype=geno, layers=3, channels=4, num_classes=10)
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
     assert 0 <= learnable_share(geno, [o for o in OPS if o.startswith('bin_')]) <= 1
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_search_max_pool_is_torchs(stride):
+    """The search's max pooling (through a channels-last copy on the CPU) gives nn.MaxPool2d's values and, on
+    inputs full of ties (ReLU zeros, a few levels), its gradients: the same argmax positions."""
+    g = torch.Generator().manual_seed(stride)
+    for shape in [(4, 16, 32, 32), (3, 7, 9, 5), (2, 3, 1, 2)]:
+        x = torch.relu(torch.randn(shape, generator=g) * 2).round()
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = MaxPool3x3(stride)(a), torch.nn.MaxPool2d(3, stride, 1)(b)
+        assert ya.is_contiguous() and torch.equal(ya, yb)
+        r = torch.randn(ya.shape, generator=g)
+        (ya * r).sum().backward()
+        (yb * r).sum().backward()
+        assert torch.equal(a.grad, b.grad)
 
 
 def test_supernet_forward_backward_and_ablation():
