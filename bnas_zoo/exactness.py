@@ -9,8 +9,8 @@ parameters, and running statistics computed from data by forward passes, as trai
 Binary networks amplify float rounding: a sign input within rounding of 0 flips with the summation order and
 the flip cascades. :func:`float32_spread` measures how far float32 itself strays from the float64 computation
 under four orders of float32 arithmetic; :func:`compare_with_float64` judges another runtime (the deployed
-kernels, ONNX) by that spread: within a small multiple of it, and the same classes where the decision is not
-within it.
+kernels, ONNX) as one more such order: cascading on about as many samples, agreeing to float32's rounding
+elsewhere, and giving the same classes where the decision is not within float32's spread.
 """
 from __future__ import annotations
 
@@ -118,56 +118,80 @@ def _tolerance(spread, scale: float):
     return 3.0 * spread + 1e-5 * scale
 
 
+#: a sample "cascaded" when its largest logit difference exceeds this fraction of the largest float64 logit:
+#: float32 rounding of these networks' logits is about 1e-7 of it, a flipped sign moves them by 1e-3 and more
+CASCADE = 1e-4
+
+
 @dataclass
 class Agreement:
     """Another computation of a network against its float64 simulation, judged by float32's own spread."""
-    max_diff: float        # the largest |logit difference| over the batch
-    beyond: int            # samples whose largest difference exceeds the tolerance
-    median_diff: float     # the median over the samples of each sample's largest difference
-    max_spread: float      # float32's largest deviation over the batch and the summation orders
-    median_spread: float   # the median over the samples of float32's largest deviation over the orders
-    decided: int           # samples within the tolerance whose float64 top-2 margin exceeds twice their
-                           # own tolerance (3x float32's spread on that sample)
-    same_class: int        # of those, samples the other computation classifies the same
+    max_diff: float          # the largest |logit difference| over the batch
+    beyond: int              # samples whose largest difference exceeds the tolerance
+    cascades: int            # samples whose largest difference exceeds CASCADE of the largest float64 logit
+    float32_cascades: int    # the same for float32's orders: the most of any one order
+    rounding: float          # the median of the largest differences over the samples that did not cascade
+    float32_rounding: float  # the same over float32's orders and samples (float32's rounding level)
+    max_spread: float        # float32's largest deviation over the batch and the summation orders
+    decided: int             # samples within the tolerance whose float64 top-2 margin exceeds twice their
+                             # own tolerance (3x float32's spread on that sample)
+    same_class: int          # of those, samples the other computation classifies the same
     total: int
-    scale: float           # the largest |float64 logit|
+    scale: float             # the largest |float64 logit|
 
     @property
     def tolerance(self) -> float:
         return _tolerance(self.max_spread, self.scale)
 
     @property
+    def slack(self) -> int:
+        """How many more samples than float32's most-cascading order the computation may cascade on: chance."""
+        return max(1, self.total // 4)
+
+    @property
     def ok(self) -> bool:
-        return (self.beyond <= max(1, self.total // 4)
-                and self.median_diff <= _tolerance(self.median_spread, self.scale)
+        return (self.beyond <= self.slack
+                and self.cascades <= self.float32_cascades + self.slack
+                and self.rounding <= _tolerance(self.float32_rounding, self.scale)
                 and self.same_class == self.decided)
 
     def __str__(self) -> str:
         return (f'max |diff| {self.max_diff:.2e} (float32 spread {self.max_spread:.2e}, tolerance {self.tolerance:.2e}; '
-                f'{self.beyond} of {self.total} samples beyond it), '
-                f'median {self.median_diff:.2e} (float32 {self.median_spread:.2e}), same class for '
-                f'{self.same_class}/{self.decided} decided samples of {self.total}')
+                f'{self.beyond} of {self.total} samples beyond it), cascaded on {self.cascades} samples (float32 '
+                f'orders: up to {self.float32_cascades}), elsewhere median {self.rounding:.2e} (float32 '
+                f'{self.float32_rounding:.2e}), same class for {self.same_class}/{self.decided} decided samples of '
+                f'{self.total}')
 
 
 @torch.no_grad()
 def compare_with_float64(out: torch.Tensor, ref64: torch.Tensor, spreads: Dict[str, torch.Tensor]) -> Agreement:
-    """Judge logits ``out`` against the float64 logits by float32's own per-sample ``spreads``
-    (:func:`float32_spread`): a binary network's sign inputs within rounding of 0 flip with the summation
-    order, rarely per sample but then visibly. So the differences must stay within 3x float32's largest
-    deviation over the batch on all samples but a quarter of the batch (at least one): each float32 order
-    itself cascades on one to three samples of eight, not always the same ones, so a few such samples are no
-    evidence of an error; the median over the samples must stay within 3x the median of float32's per-sample
-    spread (its largest deviation over the orders; a systematic error would exceed it on most samples); and
-    the classes must agree for every sample within the tolerance whose float64 top-2 margin exceeds twice its
-    own tolerance (3x float32's spread on that sample)."""
+    """Judge logits ``out`` against the float64 logits as float32's own orders of computation (``spreads``,
+    :func:`float32_spread`) compare with them. A binary network's sign inputs within rounding of 0 flip with the
+    summation order and the flip cascades: on some samples, not always the same ones, and on few or on most
+    samples of a batch depending on the network and its statistics. So the other computation passes when
+
+    - its differences stay within 3x float32's largest deviation over the batch on all samples but a quarter
+      (at least one): a cascade larger than any float32 order's is evidence of an error only when it is common;
+    - it cascades (differs by more than ``CASCADE`` of the largest logit) on at most a quarter of the batch (at
+      least one sample) more than the most-cascading float32 order: an error present in every sample fails;
+    - where it did not cascade, the median of its differences is within 3x float32's rounding level (the median
+      of the float32 orders' differences where they did not cascade): a small systematic error fails;
+    - it gives float64's class for every sample within the tolerance whose float64 top-2 margin exceeds twice
+      its own tolerance (3x float32's spread on that sample)."""
     diff = (out.double() - ref64).abs().amax(1)
-    per_sample = torch.stack(list(spreads.values())).amax(0)
+    orders = torch.stack(list(spreads.values()))
+    per_sample = orders.amax(0)
     max_spread = per_sample.max().item()
-    median_spread = per_sample.median().item()
     scale = ref64.abs().max().item()
+    limit = CASCADE * scale
+    calm = orders[orders <= limit]
+    float32_rounding = calm.median().item() if calm.numel() else limit
+    mine = diff[diff <= limit]
+    rounding = mine.median().item() if mine.numel() else 0.0
     top2 = ref64.topk(2, dim=1).values if ref64.shape[1] > 1 else torch.cat([ref64, ref64 - 1], 1)
     beyond = diff > _tolerance(max_spread, scale)  # a cascade: its class may follow it
     decided = ((top2[:, 0] - top2[:, 1]) > 2 * _tolerance(per_sample, scale)) & ~beyond
     same = (out.argmax(1) == ref64.argmax(1)) & decided
-    return Agreement(diff.max().item(), int(beyond.sum()), diff.median().item(), max_spread, median_spread,
+    return Agreement(diff.max().item(), int(beyond.sum()), int((diff > limit).sum()),
+                     int((orders > limit).sum(1).max()), rounding, float32_rounding, max_spread,
                      int(decided.sum()), int(same.sum()), out.shape[0], scale)

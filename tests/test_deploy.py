@@ -212,15 +212,44 @@ def test_agreement_judge_accepts_float32_and_rejects_a_systematic_error():
     wrong = out.clone()
     wrong[:, 3] += 0.02 * ref64.abs().max().float()
     judged = compare_with_float64(wrong, ref64, spreads)
-    assert not judged.ok and judged.median_diff > 3 * judged.median_spread, str(judged)
+    assert not judged.ok and judged.cascades == 8 and judged.float32_cascades + judged.slack < 8, str(judged)
     three = out.clone()
     three[:3, 3] += 0.2 * ref64.abs().max().float()
     judged = compare_with_float64(three, ref64, spreads)
-    assert not judged.ok and judged.beyond == 3 and judged.median_diff <= 3 * judged.median_spread, str(judged)
+    assert not judged.ok and judged.beyond == 3, str(judged)
     two = out.clone()
     two[:2, 3] += 0.2 * ref64.abs().max().float()
     judged = compare_with_float64(two, ref64, spreads)
     assert judged.ok and judged.beyond == 2, str(judged)  # their classes follow the cascade: not checked
+
+
+def test_agreement_judge_counts_cascades_as_float32_orders_make_them():
+    """A computation that cascades on more than half of the batch passes when a float32 order cascades on
+    nearly as many (seen with bnas_d: the deployed network flipped on five of eight images where the folded
+    BatchNorm order flipped on four of them); one that cascades on every sample, or drifts on every sample by
+    less than a cascade but more than float32's rounding, fails."""
+    gen = torch.Generator().manual_seed(0)
+    ref64 = torch.randn(8, 10, generator=gen, dtype=torch.float64) * 4
+    scale = ref64.abs().max().item()
+    rounding = torch.full((8,), 2e-7 * scale, dtype=torch.float64)
+    cascade = 0.02 * scale
+    folded = rounding.clone()
+    folded[[0, 2, 3, 4]] = cascade
+    spreads = {'contiguous': rounding, 'channels-last': rounding, 'folded BatchNorm': folded}
+
+    def computed(cascaded, drift=0.0):
+        out = ref64 + 1.5e-7 * scale * torch.randn(8, 10, generator=gen, dtype=torch.float64)
+        out[:, 0] += drift
+        out[cascaded, 1] += cascade
+        return out.float()
+
+    judged = compare_with_float64(computed([0, 2, 3, 4, 5]), ref64, spreads)
+    assert judged.ok and judged.cascades == 5 and judged.float32_cascades == 4, str(judged)
+    assert judged.rounding < 1e-6 * scale and judged.float32_rounding == pytest.approx(2e-7 * scale), str(judged)
+    judged = compare_with_float64(computed(list(range(8))), ref64, spreads)
+    assert not judged.ok and judged.cascades == 8 and judged.beyond == 0, str(judged)
+    judged = compare_with_float64(computed([0], drift=3e-5 * scale), ref64, spreads)
+    assert not judged.ok and judged.cascades == 1 and judged.rounding > 2e-5 * scale, str(judged)
 
 
 def test_folded_batchnorm_is_the_deployed_scale_and_shift():
