@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ..binary import sign_ste
 from . import ops
 
-__all__ = ['available', 'applies', 'batch_norm_sign', 'float_block', 'batch_norm_sign_reference']
+__all__ = ['available', 'applies', 'batch_norm_sign', 'count_batch', 'float_block', 'batch_norm_sign_reference']
 
 
 @torch.library.custom_op('bnas_zoo::batch_norm_sign', mutates_args=())
@@ -65,14 +65,21 @@ def _backward(ctx, g_a, *_unused):
 _batch_norm_sign.register_autograd(_backward, setup_context=_setup)
 
 
-def batch_norm_sign(x: torch.Tensor, bn: nn.BatchNorm2d, zero_tail: int = 0) -> torch.Tensor:
-    """``sign_ste(bn(F.pad(x, zero_tail more zero channels)))`` of a training-mode ``bn``, bit for bit, updating
-    its running statistics (and ``num_batches_tracked``) exactly as ``nn.BatchNorm2d`` does."""
+def count_batch(bn: nn.BatchNorm2d) -> float:
+    """Count one training batch in ``bn.num_batches_tracked`` and return the factor of its running averages,
+    as ``nn.BatchNorm2d``'s forward does: the momentum, or 1 / batches counted when the momentum is None."""
     factor = 0.0 if bn.momentum is None else bn.momentum
-    track = bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None
     if bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
         factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    return factor
+
+
+def batch_norm_sign(x: torch.Tensor, bn: nn.BatchNorm2d, zero_tail: int = 0) -> torch.Tensor:
+    """``sign_ste(bn(F.pad(x, zero_tail more zero channels)))`` of a training-mode ``bn``, bit for bit, updating
+    its running statistics (and ``num_batches_tracked``) exactly as ``nn.BatchNorm2d`` does."""
+    factor = count_batch(bn)
+    track = bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None
     a, _, _, new_rm, new_rv = torch.ops.bnas_zoo.batch_norm_sign(
         x, bn.weight, bn.bias, bn.running_mean if track else None, bn.running_var if track else None,
         float(factor), float(bn.eps), int(zero_tail))

@@ -94,13 +94,9 @@ def xnor_conv_block(x: torch.Tensor, bn: torch.nn.BatchNorm2d, conv: torch.nn.Co
         x, zero_tail = F.pad(x, [0, 0, 0, 0, 0, zero_tail]), 0
     out, mean, var, _, _ = torch.ops.bnas_zoo.xnor_conv_block(
         x, conv.weight, bn.weight, bn.bias, bn.eps, conv.stride[0], conv.padding[0], conv.dilation[0], zero_tail)
+    factor = exact_training.count_batch(bn)
     if bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None:
         with torch.no_grad():
-            factor = bn.momentum
-            if bn.num_batches_tracked is not None:
-                bn.num_batches_tracked.add_(1)
-                if factor is None:
-                    factor = 1.0 / float(bn.num_batches_tracked)
             n = x.numel() / x.shape[1]
             bn.running_mean.lerp_(mean, factor)
             bn.running_var.lerp_(var * (n / max(n - 1.0, 1.0)), factor)
