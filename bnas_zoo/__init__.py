@@ -28,6 +28,7 @@ from .registry import HUB_ORG, VARIANTS, hub_repo_id, pretrained_hub_id
 from .deploy import deploy  # noqa: E402  (fast packed-bit inference)
 from .draw import draw_cell
 from .kernels import training as _fast_training  # noqa: F401,E402  (installs the binary layers' fast training path)
+from .kernels import max_pool as _fast_max_pool  # noqa: F401,E402  (installs the cells' fast max pooling)
 
 __version__ = '0.1.0'
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bnas_zoo.binary import BinaryConvBlock
+from bnas_zoo.binary import BinaryConvBlock, xnor_weight, xnor_weight_grad
 from bnas_zoo.kernels import exact_training, ops
 
 pytestmark = pytest.mark.skipif(ops.backend() != 'compiled', reason='compiled kernels unavailable')
@@ -80,6 +80,28 @@ def test_batch_norm_sign_equals_batch_norm_then_sign(n, c, h, w, tail, affine, m
         assert (a[:, c:] == 0).all()  # sign(0) = 0: the tail without a BatchNorm bias
 
 
+@pytest.mark.parametrize('shape', [(16, 16, 3, 3), (36, 70, 1, 1), (33, 130, 5, 5)])
+def test_xnor_weight_is_the_layers_in_value_and_the_release_formula_in_gradient(shape):
+    """The contiguous path's XNOR weight: bit for bit the layers' binarized weight, and the release's gradient
+    (bnas_zoo.binary.xnor_weight_grad, evaluated at the latent) from the binarized weight alone, in the layout
+    of the incoming gradient; an output channel of zeros (alpha 0) and clamped latents included."""
+    torch.manual_seed(0)
+    w = torch.randn(*shape) * 0.6
+    w[1] = 0.0
+    w[2, :5] = 4.0  # centred and clamped at 1
+    a, b = w.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    ya, yb = exact_training.xnor_weight(a), xnor_weight(b)
+    assert torch.equal(ya, yb) and (ya[1] == 0).all() and (ya[2].abs() == ya[2].abs().max()).any()
+    for layout in (torch.contiguous_format, torch.channels_last):
+        g = torch.randn(*shape).contiguous(memory_format=layout)
+        (ga,) = torch.autograd.grad(ya, a, g, retain_graph=True)
+        expected = xnor_weight_grad(w, g)
+        assert (ga - expected).abs().max() <= 1e-5 * expected.abs().max()
+        assert torch.equal(ga[1], torch.zeros_like(ga[1])) and ga.is_contiguous(memory_format=layout)
+        grad_fn = ya.grad_fn.name()
+        assert 'xnor_weight_float32' in grad_fn, grad_fn
+
+
 def test_block_takes_the_fused_op_only_where_it_applies():
     blk = BinaryConvBlock(8, 8, 3).train()
     x = torch.randn(2, 8, 6, 6)
@@ -124,3 +146,44 @@ def test_network_trains_as_with_the_plain_ops(name, plain_ops):
     for (k, p), q in zip(fused.named_parameters(), plain.parameters()):
         err = (p.grad - q.grad).abs().max().item() / max(q.grad.abs().max().item(), floor)
         assert err < 1e-4, (k, err)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_max_pool_kernel_gives_torchs_values_and_argmax_positions(stride):
+    """The cells' compiled 3x3 max pooling against PyTorch's max_pool2d_with_indices: the same values and the
+    same positions (the first maximum in window order: ReLU zeros and rounded values make ties everywhere),
+    NaN taken wherever it lies, -inf and -0.0 kept, planes of one row or one column."""
+    g = torch.Generator().manual_seed(stride)
+    for shape in [(4, 16, 32, 32), (3, 7, 9, 5), (2, 3, 1, 6), (2, 2, 7, 1), (1, 1, 1, 1), (2, 5, 16, 16)]:
+        x = torch.relu(torch.randn(shape, generator=g) * 2).round()
+        flat = x.view(-1)
+        flat[torch.randperm(flat.numel(), generator=g)[:max(1, flat.numel() // 50)]] = float('nan')
+        flat[::13] = float('-inf')
+        flat[5::17] = -0.0
+        out, idx = torch.ops.bnas_zoo_kernels.max_pool3x3(x, stride)
+        ref, ref_idx = torch.ops.aten.max_pool2d_with_indices(x, [3, 3], [stride, stride], [1, 1], [1, 1], False)
+        assert torch.equal(idx, ref_idx)
+        assert torch.equal(out.isnan(), ref.isnan())
+        assert torch.equal(out.nan_to_num(0.0), ref.nan_to_num(0.0))
+        assert torch.equal(out.signbit(), ref.signbit())
+    x = torch.full((1, 1, 3, 3), float('-inf'))  # nothing greater than the start: the window's first element
+    assert torch.equal(torch.ops.bnas_zoo_kernels.max_pool3x3(x, 1)[1],
+                       torch.ops.aten.max_pool2d_with_indices(x, [3, 3], [1, 1], [1, 1], [1, 1], False)[1])
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_cells_max_pool_takes_the_kernel_with_torchs_gradients(stride):
+    from bnas_zoo.operations import MaxPool3x3
+    x = torch.relu(torch.randn(3, 8, 11, 10) * 2).round()
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = MaxPool3x3(stride)(a), nn.MaxPool2d(3, stride, 1)(b)
+    assert 'max_pool3x3' in ya.grad_fn.name(), ya.grad_fn.name()
+    assert torch.equal(ya, yb)
+    r = torch.randn(ya.shape)
+    (ya * r).sum().backward()
+    (yb * r).sum().backward()
+    assert torch.equal(a.grad, b.grad)
+    with torch.no_grad():  # traced graphs record plain max_pool2d (portable: no bnas_zoo op)
+        traced = torch.jit.trace(MaxPool3x3(stride), x)
+    assert 'bnas_zoo::' not in str(traced.graph) and 'aten::max_pool2d' in str(traced.graph)
+    assert torch.equal(traced(x), yb)

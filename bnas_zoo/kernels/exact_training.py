@@ -24,10 +24,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..binary import sign_ste
+from ..binary import sign_ste, xnor_weight_value
 from . import ops
 
-__all__ = ['available', 'applies', 'batch_norm_sign', 'count_batch', 'float_block', 'batch_norm_sign_reference']
+__all__ = ['available', 'applies', 'batch_norm_sign', 'count_batch', 'float_block', 'batch_norm_sign_reference',
+           'xnor_weight']
 
 
 @torch.library.custom_op('bnas_zoo::batch_norm_sign', mutates_args=())
@@ -65,6 +66,37 @@ def _backward(ctx, g_a, *_unused):
 _batch_norm_sign.register_autograd(_backward, setup_context=_setup)
 
 
+@torch.library.custom_op('bnas_zoo::xnor_weight_float32', mutates_args=())
+def _xnor_weight(w: torch.Tensor) -> torch.Tensor:
+    return xnor_weight_value(w)
+
+
+@_xnor_weight.register_fake
+def _xnor_weight_fake(w):
+    return torch.empty_like(w)
+
+
+def _save_output(ctx, inputs, output) -> None:
+    ctx.save_for_backward(output)
+
+
+def _xnor_weight_backward(ctx, g):
+    (w_bin,) = ctx.saved_tensors
+    return torch.ops.bnas_zoo_kernels.xnor_weight_backward(w_bin, None, g)
+
+
+_xnor_weight.register_autograd(_xnor_weight_backward, setup_context=_save_output)
+
+
+def xnor_weight(w: torch.Tensor) -> torch.Tensor:
+    """``bnas_zoo.binary.xnor_weight`` of a float32 CPU latent weight: the same binarized value, bit for bit
+    (the same ATen ops), and the release's gradient formula in one C++ pass (``xnor_weight_backward``) instead of
+    a dozen tensor ops over the weight. It needs only the binarized weight: its signs are those of the centred,
+    clamped latent and its magnitude is alpha (the clamp keeps the mask of the formula at 1). The gradient
+    agrees with the Python formula's to float rounding (the sums run in another order)."""
+    return torch.ops.bnas_zoo.xnor_weight_float32(w)
+
+
 def count_batch(bn: nn.BatchNorm2d) -> float:
     """Count one training batch in ``bn.num_batches_tracked`` and return the factor of its running averages,
     as ``nn.BatchNorm2d``'s forward does: the momentum, or 1 / batches counted when the momentum is None."""
@@ -97,8 +129,10 @@ def batch_norm_sign_reference(x: torch.Tensor, bn: nn.BatchNorm2d, zero_tail: in
 
 def float_block(x: torch.Tensor, bn: nn.BatchNorm2d, conv: nn.Conv2d, zero_tail: int = 0) -> torch.Tensor:
     """A training-mode BinaryConvBlock's float simulation, ``relu(conv(sign(bn(x))))``, with the fused
-    BatchNorm-sign: the same values, bit for bit, as the block's plain ops."""
-    return F.relu(conv.forward_signed(batch_norm_sign(x, bn, zero_tail)), inplace=True)
+    BatchNorm-sign and the XNOR weight's gradient in C++ (:func:`xnor_weight`): the same values, bit for bit,
+    as the block's plain ops."""
+    binarize = xnor_weight if conv.weight.dtype == torch.float32 else None
+    return F.relu(conv.forward_signed(batch_norm_sign(x, bn, zero_tail), binarize), inplace=True)
 
 
 _check = {'ok': None}

@@ -19,7 +19,7 @@ __all__ = ['backend', 'build_error', 'cpu_isa', 'cpu_isa_levels', 'ensure_loaded
 
 CSRC = Path(__file__).resolve().parent / 'csrc'
 #: the portable sources, built everywhere; and the x86-64 instruction-set files, built only there
-SOURCES = ['ops.cpp', 'program.cpp', 'train_ops.cpp', 'exact_bn_sign.cpp', 'bconv_generic.cpp']
+SOURCES = ['ops.cpp', 'program.cpp', 'train_ops.cpp', 'exact_bn_sign.cpp', 'max_pool.cpp', 'bconv_generic.cpp']
 X86_SOURCES = ['bconv_avx2.cpp', 'bconv_avx512.cpp', 'bconv_avx512vp.cpp']
 #: set to 1 to make a failed build an error instead of a fallback to the reference (CI sets it)
 REQUIRE_ENV = 'BNAS_ZOO_REQUIRE_KERNELS'
@@ -127,6 +127,11 @@ def ensure_loaded() -> str:
                           f'pure-PyTorch reference instead (same outputs, much slower) and training computes the '
                           f'float simulation', RuntimeWarning, stacklevel=2)
         return _state['backend']
+
+
+def loaded() -> bool:
+    """Whether the compiled kernels are loaded already (without starting their build)."""
+    return _state['backend'] == 'compiled'
 
 
 def backend() -> str:

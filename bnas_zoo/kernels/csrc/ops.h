@@ -6,6 +6,14 @@
 
 #include "bconv.h"
 
+// A loop written for the compiler to vectorize: target_clones compiles it for AVX-512, AVX2 and baseline
+// x86-64 and picks the CPU's best at load time (GCC's ifunc dispatch).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(BNAS_PORTABLE_ONLY)
+#define BNAS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define BNAS_CLONES
+#endif
+
 namespace bnas_kernels {
 
 // The kernels of the instruction-set level in use (the one dispatch point: ops.cpp).

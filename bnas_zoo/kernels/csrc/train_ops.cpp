@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <tuple>
 #include <vector>
@@ -21,14 +22,8 @@ namespace bnas_kernels {
 namespace {
 
 // The inner loops over rows of C channels (channels-last: one row = one pixel), written so that the compiler
-// vectorizes them over the channels; target_clones compiles each for AVX-512, AVX2 and baseline x86-64 and
-// picks the CPU's best at load time (GCC's ifunc dispatch). y = x * scale + shift is a multiply then an add
+// vectorizes them over the channels (BNAS_CLONES, ops.h). y = x * scale + shift is a multiply then an add
 // (-ffp-contract=off), as in the packing kernels, so every pass sees the same y.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(BNAS_PORTABLE_ONLY)
-#define BNAS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define BNAS_CLONES
-#endif
 
 // Sums of d and d * d, d = x - k (k: one value of each channel, so that the variance suffers no
 // cancellation when the mean is large against the spread: the shifted-data algorithm).
@@ -252,22 +247,38 @@ BNAS_CLONES void xnor_grad_row(const float* __restrict w, const float* __restric
 // The release's XNOR-Net gradient of the latent weight, from Wp and alpha (xnor_project) and g, the gradient
 // with respect to the binarized weight sign(Wp) * alpha (n = C * k * k):
 //   (alpha * 1[|Wp| <= 1] * g + sign(Wp) * sum(sign(Wp) * g) / n) * n * (1 - 1 / C)
-// Elementwise within each output channel, so computed on channels-last copies; returned channels-last.
-at::Tensor xnor_weight_backward(const at::Tensor& wp_in, const at::Tensor& alpha, const at::Tensor& g_in) {
-  const at::Tensor wp = wp_in.contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor g = g_in.contiguous(at::MemoryFormat::ChannelsLast);
-  TORCH_CHECK(g.sizes() == wp.sizes(), "xnor_weight_backward: gradient shape");
+// Without alpha, wp holds the binarized weight sign(Wp) * alpha itself (|Wp| <= 1 after the clamp, so alpha <= 1
+// and the mask is 1): alpha is then each output channel's largest |wp|. Elementwise within each output
+// channel, whose values are consecutive in both layouts: computed and returned in g's layout (channels-last
+// or contiguous).
+at::Tensor xnor_weight_backward(const at::Tensor& wp_in, const c10::optional<at::Tensor>& alpha_in,
+                                const at::Tensor& g_in) {
+  TORCH_CHECK(g_in.dim() == 4 && g_in.sizes() == wp_in.sizes() && g_in.scalar_type() == at::kFloat &&
+              wp_in.scalar_type() == at::kFloat, "xnor_weight_backward: wp and g must be float32 of one shape");
+  const auto layout = g_in.is_contiguous() || !g_in.is_contiguous(at::MemoryFormat::ChannelsLast)
+                          ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast;
+  const at::Tensor wp = wp_in.contiguous(layout);
+  const at::Tensor g = g_in.contiguous(layout);
   const int64_t O = wp.size(0), C = wp.size(1), n = wp.numel() / std::max<int64_t>(1, O);
-  at::Tensor out = at::empty_like(wp, at::MemoryFormat::ChannelsLast);
+  TORCH_CHECK(!alpha_in.has_value() || alpha_in->numel() == O, "xnor_weight_backward: one alpha per output channel");
+  const at::Tensor alpha = alpha_in.has_value() ? alpha_in->contiguous() : at::Tensor();
+  at::Tensor out = at::empty_like(wp, layout);
   const float* pw = wp.data_ptr<float>();
   const float* pg = g.data_ptr<float>();
-  const float* pa = alpha.data_ptr<float>();
+  const float* pa = alpha_in.has_value() ? alpha.data_ptr<float>() : nullptr;
   float* po = out.data_ptr<float>();
   const float factor = (float)n * (1.0f - 1.0f / (float)C);
   at::parallel_for(0, O, std::max<int64_t>(1, 16384 / n), [&](int64_t b, int64_t e) {
     for (int64_t o = b; o < e; ++o) {
-      const float mean_sg = sign_dot(pw + o * n, pg + o * n, n) / (float)n;
-      xnor_grad_row(pw + o * n, pg + o * n, n, pa[o], mean_sg, factor, po + o * n);
+      const float* row = pw + o * n;
+      float a = 0.0f;
+      if (pa) {
+        a = pa[o];
+      } else {
+        for (int64_t i = 0; i < n; ++i) a = std::max(a, std::abs(row[i]));
+      }
+      const float mean_sg = sign_dot(row, pg + o * n, n) / (float)n;
+      xnor_grad_row(row, pg + o * n, n, a, mean_sg, factor, po + o * n);
     }
   });
   return out;
@@ -362,7 +373,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> xnor_block_backward(
 TORCH_LIBRARY_FRAGMENT(bnas_zoo_kernels, m) {
   m.def("batch_stats(Tensor x) -> (Tensor, Tensor)", &bnas_kernels::batch_stats);
   m.def("xnor_project(Tensor w) -> (Tensor, Tensor)", &bnas_kernels::xnor_project);
-  m.def("xnor_weight_backward(Tensor wp, Tensor alpha, Tensor g) -> Tensor", &bnas_kernels::xnor_weight_backward);
+  m.def("xnor_weight_backward(Tensor wp, Tensor? alpha, Tensor g) -> Tensor", &bnas_kernels::xnor_weight_backward);
   m.def("xnor_block_forward(Tensor x, Tensor weight, Tensor? gamma, Tensor? beta, float eps, int stride, "
         "int padding, int dilation, int zero_tail) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
         &bnas_kernels::xnor_block_forward);
