@@ -217,12 +217,13 @@ class BinaryConv2d(nn.Conv2d):
             return F.conv2d(torch.sign(x), weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         return self.forward_signed(sign_ste(x))
 
-    def forward_signed(self, a: torch.Tensor, binarize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-                       ) -> torch.Tensor:
+    def forward_signed(self, a: torch.Tensor, binarized: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The convolution of inputs already signed (``a = sign_ste(x)``, or a fused op computing it).
-        ``binarize``: a computation of :func:`xnor_weight` to use instead of it (the same values)."""
-        if self.binary_weights and not self.deployed:
-            weight = (binarize or xnor_weight)(self.weight)
+        ``binarized``: ``xnor_weight(self.weight)`` computed by the caller (an op with the same values)."""
+        if binarized is not None:
+            weight = binarized
+        elif self.binary_weights and not self.deployed:
+            weight = xnor_weight(self.weight)
         else:
             weight = self.weight
         return F.conv2d(a, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)

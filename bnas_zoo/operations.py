@@ -5,6 +5,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .binary import BinaryConvBlock, BinarySepConvBlock
 
@@ -58,8 +59,8 @@ class MaxPool3x3(nn.MaxPool2d):
             if isinstance(x, torch.Tensor) and x.dim() == 4 and x.device.type == 'cpu' and x.is_contiguous() \
                     and not (torch.jit.is_tracing() or torch.compiler.is_compiling()
                              or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()):
-                return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
-        return super().forward(x)
+                return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, self.stride, 1).contiguous()
+        return F.max_pool2d(x, 3, self.stride, 1)
 
 
 OpFactory = Callable[[int, int, bool], nn.Module]

@@ -131,8 +131,8 @@ def float_block(x: torch.Tensor, bn: nn.BatchNorm2d, conv: nn.Conv2d, zero_tail:
     """A training-mode BinaryConvBlock's float simulation, ``relu(conv(sign(bn(x))))``, with the fused
     BatchNorm-sign and the XNOR weight's gradient in C++ (:func:`xnor_weight`): the same values, bit for bit,
     as the block's plain ops."""
-    binarize = xnor_weight if conv.weight.dtype == torch.float32 else None
-    return F.relu(conv.forward_signed(batch_norm_sign(x, bn, zero_tail), binarize), inplace=True)
+    binarized = xnor_weight(conv.weight) if conv.binary_weights and conv.weight.dtype == torch.float32 else None
+    return F.relu(conv.forward_signed(batch_norm_sign(x, bn, zero_tail), binarized), inplace=True)
 
 
 _check = {'ok': None}
