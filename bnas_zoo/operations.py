@@ -43,10 +43,11 @@ class Zeroise(nn.Module):
 
 class MaxPool3x3(nn.MaxPool2d):
     """The cells' 3x3 max pooling (padding 1): ``nn.MaxPool2d(3, stride, 1)``, the same values and the same
-    argmax positions (so the same gradients), computed faster on contiguous CPU tensors: by the compiled
-    kernel where one is installed (:func:`register_fast_max_pool`), else through a channels-last copy (PyTorch's
-    channels-last kernel takes the first maximum in window order too; tested), both several times faster than
-    PyTorch's contiguous kernel at the cells' sizes. Tracing, export and TorchScript see plain ``max_pool2d``."""
+    argmax positions (so the same gradients), computed faster on contiguous CPU tensors than by PyTorch's
+    contiguous kernel: by the compiled kernel where one is installed (:func:`register_fast_max_pool`; 6-10x at
+    the cells' sizes), else through a channels-last copy (PyTorch's channels-last kernel takes the first maximum
+    in window order too; tested; 1.2-2x with its backward at the search's sizes). Tracing, export and
+    TorchScript see plain ``max_pool2d``."""
 
     def __init__(self, stride: int):
         super().__init__(3, stride=stride, padding=1)
