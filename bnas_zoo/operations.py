@@ -7,13 +7,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .binary import BinaryConvBlock, BinarySepConvBlock
+from .binary import BinaryConvBlock, BinarySepConvBlock, _is_exporting
 
 __all__ = ['Zeroise', 'MaxPool3x3', 'OPS', 'PARAMETER_FREE', 'CONV_OPS', 'SEP_CONV_OPS', 'build_op', 'edge_stride',
            'register_fast_max_pool']
 
 #: (applies(x, stride), run(x, stride)) of a faster computation of :class:`MaxPool3x3` with the same values and argmax
-#: positions, installed by whoever provides one (``bnas_zoo.kernels.max_pool``, which ``import bnas_zoo``
+#: positions (consulted only outside tracing, torch.compile and export), installed by whoever provides one (``bnas_zoo.kernels.max_pool``, which ``import bnas_zoo``
 #: loads): the operation knows no fast path, the fast path knows the operation
 _FAST_MAX_POOL: Optional[Tuple[Callable[[torch.Tensor, int], bool], Callable[[torch.Tensor, int], torch.Tensor]]] = None
 
@@ -54,13 +54,13 @@ class MaxPool3x3(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():  # (TorchScript compiles the plain pooling only)
-            fast = _FAST_MAX_POOL
-            if fast is not None and fast[0](x, self.stride):
-                return fast[1](x, self.stride)
-            if isinstance(x, torch.Tensor) and x.dim() == 4 and x.device.type == 'cpu' and x.is_contiguous() \
-                    and not (torch.jit.is_tracing() or torch.compiler.is_compiling()
-                             or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()):
-                return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, self.stride, 1).contiguous()
+            if not (torch.jit.is_tracing() or torch.compiler.is_compiling() or _is_exporting()):  # (these record it)
+                fast = _FAST_MAX_POOL
+                if fast is not None and fast[0](x, self.stride):
+                    return fast[1](x, self.stride)
+                if isinstance(x, torch.Tensor) and x.dim() == 4 and x.device.type == 'cpu' and x.is_contiguous():
+                    return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, self.stride,
+                                        1).contiguous()
         return F.max_pool2d(x, 3, self.stride, 1)
 
 

@@ -55,12 +55,9 @@ def max_pool3x3(x: torch.Tensor, stride: int) -> torch.Tensor:
 
 def applies(x: torch.Tensor, stride: int) -> bool:
     """Whether :func:`max_pool3x3` computes the pooling: a contiguous 4-d float32 CPU tensor with planes, stride
-    1 or 2, no tracing, export or torch.compile (those record plain ``max_pool2d``), and the compiled kernels
-    already loaded (training loads them; a pooling alone does not start their build)."""
+    1 or 2, and the compiled kernels already loaded (training loads them; a pooling alone does not start their
+    build). ``MaxPool3x3`` asks only outside tracing, torch.compile and export (they record plain ``max_pool2d``)."""
     if not isinstance(x, torch.Tensor) or stride not in (1, 2):  # (x: a torch.fx proxy)
-        return False
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting() \
-            or torch.onnx.is_in_onnx_export():
         return False
     if not (x.dim() == 4 and x.dtype == torch.float32 and x.device.type == 'cpu' and x.is_contiguous()
             and x.shape[2] > 0 and x.shape[3] > 0 and x.shape[2] * x.shape[3] < 2 ** 31):
