@@ -187,7 +187,7 @@ def test_deployed_equals_float_simulated(name):
     model = _calibrated(timm.create_model(name), size)
     fast = deploy(model)
     assert isinstance(fast, DeployedBNASNet) and not any(p.requires_grad for p in fast.parameters())
-    x = torch.randn(8, *size, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(16, *size, generator=torch.Generator().manual_seed(5))
     _program_matches_reference(fast, x)
     _assert_agrees(fast, model, x)
     # the packed form is the resident one: no binary weight is kept as float
@@ -250,6 +250,29 @@ def test_agreement_judge_counts_cascades_as_float32_orders_make_them():
     assert not judged.ok and judged.cascades == 8 and judged.beyond == 0, str(judged)
     judged = compare_with_float64(computed([0], drift=3e-5 * scale), ref64, spreads)
     assert not judged.ok and judged.cascades == 1 and judged.rounding > 2e-5 * scale, str(judged)
+
+
+def test_agreement_judge_lets_a_class_follow_a_cascade_but_not_a_rounding_error():
+    """A cascade within float32's spread on a sample where no float32 order cascaded may change its class (seen
+    with bnas_d_grouped: a flip on a sample whose own float32 spread was rounding-small); a change of class by a
+    difference below a cascade but beyond that sample's float32 spread fails."""
+    gen = torch.Generator().manual_seed(1)
+    ref64 = torch.randn(8, 10, generator=gen, dtype=torch.float64) * 4
+    scale = ref64.abs().max().item()
+    ref64[:, 0], ref64[:, 1] = scale, scale * 0.9  # class 0, a clear margin of 0.1 * scale
+    ref64[7, 1] = scale * (1 - 5e-5)  # sample 7: a margin of 5e-5 of the scale, beyond its rounding
+    rounding = torch.full((8,), 2e-7 * scale, dtype=torch.float64)
+    folded = rounding.clone()
+    folded[[0, 2]] = 0.1 * scale  # a float32 order cascades on two samples
+    spreads = {'contiguous': rounding, 'channels-last': rounding, 'folded BatchNorm': folded}
+    out = ref64 + 1.5e-7 * scale * torch.randn(8, 10, generator=gen, dtype=torch.float64)
+    out[5, 1] += 0.15 * scale  # a cascade on a sample where no float32 order cascaded: class 1 now
+    judged = compare_with_float64(out.float(), ref64, spreads)
+    assert judged.ok and judged.cascades == 1 and judged.beyond == 0, str(judged)
+    assert judged.decided == 5 and judged.same_class == 5, str(judged)  # not 0 and 2 (float32 cascades), nor 5
+    out[7, 1] += 1e-4 * scale * 0.8  # below a cascade, beyond float32's spread there: the class flips
+    judged = compare_with_float64(out.float(), ref64, spreads)
+    assert not judged.ok and judged.cascades == 1 and judged.same_class == 4, str(judged)
 
 
 def test_folded_batchnorm_is_the_deployed_scale_and_shift():
