@@ -113,6 +113,8 @@ FAST_CASES = [
     (36, 32, 3, 1, 1, False, True),       # through the bit im2col
     (200, 64, 1, 1, 1, False, False),
     (64, 40, 3, 1, 1, False, True),       # a partial last block beside full ones
+    (36, 36, 3, 1, 1, False, True),       # ... of 4 channels: part of one vector stored
+    (72, 38, 3, 1, 2, False, False),      # ... of 6
 ]
 
 

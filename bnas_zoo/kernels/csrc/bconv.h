@@ -32,8 +32,8 @@ constexpr int OB_CHS = 16;  // output channels per weight block
 
 // Fused BatchNorm -> sign -> bit-pack of a channels-last float tensor into zero-bordered packed buffers: for
 // each pixel of the (N, Hp, Wp) = (N, H + 2 pad, W + 2 pad) grid, Wd = ceil(C / 64) sign words and Wd zero words
-// (bit c % 64 of word c / 64 is channel c), and a flag whether any channel is zero; the border stays as the
-// caller zeroed it. Channels [lo, hi) are read from x (x's channel 0 is channel lo); the others are
+// (bit c % 64 of word c / 64 is channel c), and a flag whether any channel is zero; the border (pad pixels
+// around each image) zero. Channels [lo, hi) are read from x (x's channel 0 is channel lo); the others are
 // identically zero inputs, whose bits (constant: the sign of the shift) are given in const_s / const_z.
 struct PackArgs {
   const float* x;          // (N * H * W, ldx) channels-last rows

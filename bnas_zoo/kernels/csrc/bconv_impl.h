@@ -15,8 +15,8 @@
 // The GEMM reads each output pixel's Kw reduction words: a 1x1 conv reads them in place from the packed input;
 // a k x k conv from an im2col of the taps' bits, packed densely (no bits wasted between taps when C is not a
 // multiple of 64), built once per output row from the zero-bordered packed input. (Reading the taps of a
-// multiple of 64 channels in place, tap by tap, measured ~10 % slower than the im2col.) The epilogue of a full
-// block of output channels works on the counts in registers.
+// multiple of 64 channels in place, tap by tap, measured ~10 % slower than the im2col.) The epilogue of a block of
+// output channels works on the counts in registers.
 //
 // Included once per instruction set, inside its namespace; nothing here includes a header (no inline library
 // code is compiled with the file's target options), and everything is in an anonymous namespace.
@@ -64,13 +64,27 @@ inline uint64_t pack_pixel(const PackArgs& a, bool all, const float* x, uint64_t
   return any;
 }
 
-// Rows [begin, end) of the N * H input rows into the bordered buffers; returns the pixels holding a zero.
+// Zero pixels [p, p + count) of the bordered buffers (a part of the padding).
+inline void zero_border(const PackArgs& a, int64_t p, int64_t count) {
+  memset(a.s + p * a.Wd, 0, count * a.Wd * sizeof(uint64_t));
+  memset(a.z + p * a.Wd, 0, count * a.Wd * sizeof(uint64_t));
+  memset(a.zflag + p, 0, count);
+}
+
+// Rows [begin, end) of the N * H input rows into the bordered buffers, with the padding around them (the
+// padded row's ends; the pad rows above the first and below the last row); returns the pixels holding a zero.
 int64_t pack_rows(const PackArgs& a, int64_t begin, int64_t end) {
   int64_t zero_pixels = 0;
   const bool all = a.lo == 0 && a.hi == a.C;  // no range logic per word
   for (int64_t row = begin; row < end; ++row) {
     const int64_t n = row / a.H, h = row % a.H;
     const int64_t pix0 = (n * a.Hp + h + a.pad) * a.Wp + a.pad;
+    if (a.pad) {
+      zero_border(a, pix0 - a.pad, a.pad);
+      zero_border(a, pix0 + a.W, a.pad);
+      if (h == 0) zero_border(a, n * a.Hp * a.Wp, a.pad * a.Wp);
+      if (h == a.H - 1) zero_border(a, (n * a.Hp + a.H + a.pad) * a.Wp, a.pad * a.Wp);
+    }
     for (int64_t w = 0; w < a.W; ++w) {
       const uint64_t any = pack_pixel(a, all, a.x + ((n * a.H + h) * a.W + w) * a.ldx, a.s + (pix0 + w) * a.Wd,
                                       a.z + (pix0 + w) * a.Wd);
@@ -121,6 +135,20 @@ inline void gemm_regs(const uint64_t* const* rows, int64_t Kw, const uint64_t* w
                       V (&total)[NP][R]) {
   for (int p = 0; p < NP; ++p)
     for (int r = 0; r < R; ++r) total[p][r] = Simd::zero();
+  if constexpr (Simd::FLUSH >= (1 << 30)) {  // 64-bit counters (A is V): accumulate in place, no flushes
+    for (int64_t j = 0; j < Kw; ++j) {
+      for (int p = 0; p < NP; ++p) {
+        const V s = Simd::bcast(rows[p][j]);
+        for (int r = 0; r < R; ++r) {
+          const V wv = Simd::load(wb + j * OB_CHS + r * LANES);
+          V x = AND_ ? Simd::and_(s, wv) : Simd::xor_(s, wv);
+          if (WMASK) x = Simd::and_(x, Simd::load(wm + j * OB_CHS + r * LANES));
+          total[p][r] = Simd::acc_add(total[p][r], x);
+        }
+      }
+    }
+    return;
+  }
   for (int64_t j0 = 0; j0 < Kw; j0 += Simd::FLUSH) {
     const int64_t j1 = imin(Kw, j0 + Simd::FLUSH);
     A acc[NP][R];
@@ -237,21 +265,22 @@ inline void epilogue(const ConvArgs& a, const Row& row, const int32_t* cnt, int6
   }
 }
 
-// Full blocks whose ReLU (if any) acts on the integers (alpha >= 0), straight from the registers: each pixel's
+// Blocks whose ReLU (if any) acts on the integers (alpha >= 0), straight from the registers: each pixel's
 // outputs are alpha * [max](base' - 2 cnt, 0) [+ res], where base' adds to base the table entries of the
-// pixel's padded taps; only a pixel that sees an exact zero activation takes the general epilogue.
+// pixel's padded taps; only a pixel that sees an exact zero activation takes the general epilogue. A partial
+// block (nc < 16) computes whole vectors (the per-channel tables are padded to 16) and stores nc values.
 template <int NP, int R, bool WMASK, bool RELU, bool RES>
-inline void pixels_full(const ConvArgs& a, const Row& row, int64_t ob, int64_t n, int64_t oh, int64_t ow) {
-  static_assert(R * LANES == OB_CHS, "a full block");
+inline void pixels_full(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh, int64_t ow) {
   V total[NP][R];
   gemm_regs<NP, R, WMASK>(row.ptr + ow, a.Kw, a.wbits + ob * a.Kw * OB_CHS,
                           WMASK ? a.wmask + ob * a.Kw * OB_CHS : nullptr, total);
   const int64_t c0 = ob * OB_CHS, opix0 = (n * a.OH + oh) * a.OW + ow;
   for (int p = 0; p < NP; ++p) {
     if (row.zf[ow + p]) {
-      int32_t cnt[OB_CHS];
+      int32_t cnt[OB_CHS] = {0};
       for (int r = 0; r < R; ++r) Simd::store32(cnt + r * LANES, total[p][r]);
-      epilogue<R, true>(a, row, cnt, ob, OB_CHS, n, oh, ow + p);
+      if (nc == OB_CHS) epilogue<R, true>(a, row, cnt, ob, nc, n, oh, ow + p);
+      else epilogue<R, false>(a, row, cnt, ob, nc, n, oh, ow + p);
       continue;
     }
     const int32_t* base = a.base + c0;
@@ -263,14 +292,22 @@ inline void pixels_full(const ConvArgs& a, const Row& row, int64_t ob, int64_t n
     }
     float* out = a.out + (opix0 + p) * a.ldo + c0;
     const float* res = RES ? a.res + (opix0 + p) * a.ldr + c0 : nullptr;
-    for (int r = 0; r < R; ++r)
-      Simd::template out<RELU, RES>(total[p][r], base + r * LANES, a.alpha + c0 + r * LANES,
-                                    RES ? res + r * LANES : nullptr, out + r * LANES);
+    for (int r = 0; r < R && r * LANES < nc; ++r) {
+      const int len = nc - r * LANES;  // values of this vector to store (more than LANES: all)
+      if (len >= LANES) {
+        Simd::template out<RELU, RES>(total[p][r], base + r * LANES, a.alpha + c0 + r * LANES,
+                                      RES ? res + r * LANES : nullptr, out + r * LANES);
+      } else {  // through a local vector: the row past nc holds other channels, or ends the buffer
+        float tmp[LANES], rtmp[LANES] = {0};
+        if (RES) memcpy(rtmp, res + r * LANES, len * sizeof(float));
+        Simd::template out<RELU, RES>(total[p][r], base + r * LANES, a.alpha + c0 + r * LANES, rtmp, tmp);
+        memcpy(out + r * LANES, tmp, len * sizeof(float));
+      }
+    }
   }
 }
 
-// Any block: the counts through memory and the general epilogue (a partial last block, or a ReLU after
-// scales of either sign).
+// A block whose ReLU follows scales of either sign: the counts through memory and the general epilogue.
 template <int NP, int R, bool WMASK>
 inline void pixels(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh, int64_t ow) {
   int32_t cnt[NP * OB_CHS];
@@ -283,26 +320,24 @@ inline void pixels(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_
 }
 
 template <int R, bool WMASK, bool RELU, bool RES>
-void block_row_full(const ConvArgs& a, const Row& row, int64_t ob, int64_t n, int64_t oh) {
+void block_row_full(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh) {
   int64_t ow = 0;
-  for (; ow + Simd::NP <= a.OW; ow += Simd::NP) pixels_full<Simd::NP, R, WMASK, RELU, RES>(a, row, ob, n, oh, ow);
-  for (; ow < a.OW; ++ow) pixels_full<1, R, WMASK, RELU, RES>(a, row, ob, n, oh, ow);
+  for (; ow + Simd::NP <= a.OW; ow += Simd::NP) pixels_full<Simd::NP, R, WMASK, RELU, RES>(a, row, ob, nc, n, oh, ow);
+  for (; ow < a.OW; ++ow) pixels_full<1, R, WMASK, RELU, RES>(a, row, ob, nc, n, oh, ow);
 }
 
 template <int R, bool WMASK>
 void block_row(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh) {
-  if constexpr (R * LANES == OB_CHS) {
-    const bool int_relu = a.relu && a.alpha_nonneg;
-    if (nc == OB_CHS && (int_relu || !a.relu)) {
-      if (a.res) {
-        if (int_relu) block_row_full<R, WMASK, true, true>(a, row, ob, n, oh);
-        else block_row_full<R, WMASK, false, true>(a, row, ob, n, oh);
-      } else {
-        if (int_relu) block_row_full<R, WMASK, true, false>(a, row, ob, n, oh);
-        else block_row_full<R, WMASK, false, false>(a, row, ob, n, oh);
-      }
-      return;
+  const bool int_relu = a.relu && a.alpha_nonneg;
+  if (int_relu || !a.relu) {
+    if (a.res) {
+      if (int_relu) block_row_full<R, WMASK, true, true>(a, row, ob, nc, n, oh);
+      else block_row_full<R, WMASK, false, true>(a, row, ob, nc, n, oh);
+    } else {
+      if (int_relu) block_row_full<R, WMASK, true, false>(a, row, ob, nc, n, oh);
+      else block_row_full<R, WMASK, false, false>(a, row, ob, nc, n, oh);
     }
+    return;
   }
   int64_t ow = 0;
   for (; ow + Simd::NP <= a.OW; ow += Simd::NP) pixels<Simd::NP, R, WMASK>(a, row, ob, nc, n, oh, ow);

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -185,11 +186,12 @@ void binary_conv_raw(const float* x, int64_t ldx, int64_t N, int64_t H, int64_t 
     if (!(y != 0.0f && y == y)) const_bits[Wd + c / 64] |= (uint64_t)1 << (c % 64);
   }
   const int64_t npix = N * Hp * Wp;
-  std::vector<uint64_t> packed(2 * npix * Wd, 0);  // sign and zero planes, borders zero
-  std::vector<uint8_t> zflag(npix, 0);
+  // sign and zero planes and flags, written whole by the packing (borders included): not initialised here
+  std::unique_ptr<uint64_t[]> packed(new uint64_t[2 * npix * Wd]);
+  std::unique_ptr<uint8_t[]> zflag(new uint8_t[npix]);
   const bool virt = lo > 0 || hi < C;
   PackArgs pa{x, ldx, scale, shift, virt ? const_bits.data() : nullptr, virt ? const_bits.data() + Wd : nullptr,
-              packed.data(), packed.data() + npix * Wd, zflag.data(), N, H, W, padding, Hp, Wp, C, lo, hi, Wd};
+              packed.get(), packed.get() + npix * Wd, zflag.get(), N, H, W, padding, Hp, Wp, C, lo, hi, Wd};
   std::atomic<int64_t> zero_pixels{0};
   at::parallel_for(0, N * H, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, W * (hi - lo))),
                    [&](int64_t b, int64_t e) { zero_pixels += kern->pack(pa, b, e); });
@@ -217,7 +219,7 @@ void binary_conv_raw(const float* x, int64_t ldx, int64_t N, int64_t H, int64_t 
     base[o] = w.wcounts[taps * OBC + o] + w.int_bias[o];
     alpha_nonneg = alpha_nonneg && w.alpha[o] >= 0.0f;
   }
-  ConvArgs ca{packed.data(), packed.data() + npix * Wd, zflag.data(), zero_pixels.load() > 0, N, Hp, Wp, C, Wd,
+  ConvArgs ca{packed.get(), packed.get() + npix * Wd, zflag.get(), zero_pixels.load() > 0, N, Hp, Wp, C, Wd,
               k > 1, tapoff.data(), rowoob.data(), coloob.data(), w.wbits, w.wmask, w.wcounts,
               base.data(), w.alpha, Kw, OB, w.Cout, k, stride, dilation, OH, OW, relu, alpha_nonneg, res, ldr,
               out, ldo};
