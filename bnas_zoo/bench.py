@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from . import exactness
 from .deploy import DeployedBNASNet, PackedBinaryConv, deploy, insert_zero_channels, resident_weight_bytes
 
-__all__ = ['DEFAULT_BASELINES', 'NetworkTiming', 'Agreement', 'LayerBench', 'popcount_peak', 'bench_networks',
-           'bench_model', 'bench_layers', 'bench_conv_shape', 'format_network_timings', 'format_layer_benches']
+__all__ = ['DEFAULT_BASELINES', 'NetworkTiming', 'Agreement', 'LayerBench', 'ProgramStep', 'popcount_peak',
+           'bench_networks', 'bench_model', 'bench_layers', 'bench_conv_shape', 'profile_program',
+           'format_network_timings', 'format_layer_benches', 'format_program_profile']
 
 #: the float networks a deployer would weigh a binary network against (timm names)
 DEFAULT_BASELINES = ('resnet18', 'mobilenetv3_small_050')
@@ -241,6 +242,80 @@ def bench_layers(fast: DeployedBNASNet, input_size: Tuple[int, int, int], batch:
     peak = popcount_peak() if peak is None else peak
     return [_bench_layer(names[id(m)], m, x, threads, repeats, peak, float_baseline)
             for m, x in zip(fast.binary_layers, inputs)]
+
+
+#: what each kind of instruction of a deployed program computes (bnas_zoo.program)
+STEP_KINDS = {
+    'BIN': 'binary convs (BatchNorm-sign-pack, XNOR-popcount, epilogue)',
+    'SIGNCONV': 'float-weight convs on signs (the last cell\'s; separable convs\' depthwise step)',
+    'SHORTCUT': 'float 2x2 reduction shortcuts',
+    'CONV': 'float stem convs',
+    'AFFINE': 'the CIFAR stem\'s BatchNorm',
+    'POOL': 'pooling',
+    'ADD': 'adds (inter-cell skips, pooled edges)',
+    'COPY': 'copies (pooled edges)',
+    'ZERO': 'zero fills (zero nodes and channels)',
+    'ALLOC': 'buffer allocation',
+}
+
+
+@dataclass
+class ProgramStep:
+    """One kind of instruction of a deployed network's program: how many, and their summed median time."""
+    kind: str
+    count: int
+    ms: float
+
+
+def profile_program(fast: DeployedBNASNet, input_size: Tuple[int, int, int], batch: int = 1, threads: int = 1,
+                    repeats: int = 10) -> Tuple[List[ProgramStep], float, float]:
+    """Where the deployed forward pass spends its time: the median of each instruction of its program (the
+    kernels' own clock), summed by kind, most expensive first; the median of the whole program call (the
+    instructions, and the op's dispatch and buffer set-up); and the median of the head (global pooling and
+    classifier). Needs the compiled kernels."""
+    from .program import OPCODES, decode
+    x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
+    params, code = fast.program_params(), list(fast.code)
+    kinds = [OPCODES[op][0] for op, _ in decode(code)[3]]
+    profile = torch.ops.bnas_zoo_kernels.run_program_profile
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    samples: List[List[float]] = []
+    calls: List[float] = []
+    try:
+        with torch.inference_mode():
+            features = fast.forward_features(x)
+            for i in range(repeats + 2):
+                t0 = time.perf_counter()
+                samples.append(profile(x, params, code, fast.out_total))
+                calls.append(time.perf_counter() - t0)
+            head = _medians([lambda: fast.forward_head(features)], repeats)[0]
+    finally:
+        torch.set_num_threads(previous)
+    per_instr = [statistics.median(s[j] for s in samples[2:]) for j in range(len(kinds))]
+    steps: Dict[str, ProgramStep] = {}
+    for kind, sec in zip(kinds, per_instr):
+        step = steps.setdefault(kind, ProgramStep(kind, 0, 0.0))
+        step.count += 1
+        step.ms += sec * 1e3
+    return sorted(steps.values(), key=lambda st: -st.ms), statistics.median(calls[2:]) * 1e3, head * 1e3
+
+
+def format_program_profile(steps: Sequence[ProgramStep], program_ms: float, head_ms: float) -> str:
+    forward = program_ms + head_ms
+    lines = [f"{'instruction':<11} {'count':>5} {'ms':>8} {'share':>6}  what"]
+    for st in steps:
+        lines.append(f'{st.kind:<11} {st.count:>5} {st.ms:>8.3f} {100 * st.ms / forward:>5.1f}%  '
+                     f'{STEP_KINDS.get(st.kind, "")}')
+    rest = program_ms - sum(st.ms for st in steps)
+    lines.append(f"{'(call)':<11} {'':>5} {rest:>8.3f} {100 * rest / forward:>5.1f}%  the program op's dispatch and "
+                 f'set-up, and between its instructions')
+    lines.append(f"{'(head)':<11} {'':>5} {head_ms:>8.3f} {100 * head_ms / forward:>5.1f}%  global pooling and "
+                 f'classifier')
+    lines.append(f"{'forward':<11} {sum(st.count for st in steps):>5} {forward:>8.3f} {100.0:>5.1f}%")
+    lines.append('ms: each instruction\'s median time (the kernels\' own clock), summed by kind; (call): the median '
+                 'program call less those; share: of the program call plus the head')
+    return '\n'.join(lines)
 
 
 def format_network_timings(rows: Sequence[NetworkTiming], agreements: Sequence[Agreement] = ()) -> str:

@@ -207,7 +207,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from . import kernels
-    from .bench import bench_layers, bench_model, format_layer_benches, format_network_timings, popcount_peak
+    from .bench import (bench_layers, bench_model, format_layer_benches, format_network_timings,
+                        format_program_profile, popcount_peak, profile_program)
     from .exactness import calibrate_batchnorm, is_uncalibrated
     from .deploy import deploy
     backend = kernels.backend()
@@ -244,6 +245,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f'\n{name}: per binary layer, batch {args.batch_size[0]}, {args.threads[0]} thread(s)')
             print(format_layer_benches(bench_layers(fast, size, batch=args.batch_size[0], threads=args.threads[0],
                                                     repeats=args.repeats, peak=peak)), flush=True)
+        if args.profile:
+            print(f'\n{name}: where the deployed forward pass spends its time, batch {args.batch_size[0]}, '
+                  f'{args.threads[0]} thread(s)')
+            if backend == 'compiled':
+                print(format_program_profile(*profile_program(fast, size, batch=args.batch_size[0],
+                                                               threads=args.threads[0], repeats=args.repeats)),
+                      flush=True)
+            else:
+                print('(needs the compiled kernels)', flush=True)
     print()
     print(format_network_timings(rows, agreements))
     for note in notes:
@@ -408,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
                     'BatchNorm statistics calibrated on random inputs first (trained networks have them). '
                     '--layers adds a table of every binary layer: its time, BatchNorm-sign-pack included and '
                     'separately, as a fraction of the measured peak of this CPU\'s popcount core, and against '
-                    'torch\'s best float conv of the same shape.')
+                    'torch\'s best float conv of the same shape. --profile adds where the deployed forward pass '
+                    'spends its time, by kind of instruction.')
     p.add_argument('models', nargs='+', metavar='MODEL', help=MODEL_HELP)
     p.add_argument('--baseline', nargs='*', default=list(DEFAULT_BASELINES), metavar='NAME',
                    help='timm models to time in the same loop (default: %(default)s; none: --baseline with no name)')
@@ -420,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='also time the float-simulated network (the model as trained, in eval mode)')
     p.add_argument('--layers', action='store_true',
                    help='also print the per-layer table (at the first batch size and thread count)')
+    p.add_argument('--profile', action='store_true',
+                   help='also print where the deployed forward pass spends its time, by kind of instruction of its '
+                        'program: binary convs, float convs on signs, float shortcuts and stems, pooling, adds, '
+                        'copies, allocation, and the head (at the first batch size and thread count)')
     p.add_argument('--bf16', action='store_true',
                    help='also time the deployed network with its float parts in bfloat16 '
                         '(bnas_zoo.deploy(model, float_dtype=torch.bfloat16): fast on CPUs with bfloat16 '

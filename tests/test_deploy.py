@@ -527,7 +527,7 @@ print('portable ok')
 def test_bench_command(capsys):
     from bnas_zoo.cli import main
     assert main(['bench', 'bnas_mini', '--batch-size', '1', '--threads', '1', '--repeats', '2', '--layers',
-                 '--baseline', 'resnet18', 'lcnet_050', '--bf16']) == 0
+                 '--baseline', 'resnet18', 'lcnet_050', '--bf16', '--profile']) == 0
     out = capsys.readouterr().out
     assert 'bnas_mini (deployed)' in out and 'resnet18' in out and 'lcnet_050' in out and 'max |diff|' in out
     assert 'bnas_mini (deployed, bfloat16)' in out and 'bfloat16 float parts vs float32 deployed logits' in out
@@ -535,6 +535,28 @@ def test_bench_command(capsys):
     assert 'bfloat16: this CPU has' in out
     assert 'popcount peak' in out and '% peak' in out  # the per-layer table
     assert 'calibrated' in out  # untrained weights: calibrated BatchNorms, and it says so
+    assert 'where the deployed forward pass spends its time' in out and '(head)' in out  # --profile
+
+
+def test_program_profile_times_every_instruction_of_the_program():
+    from collections import Counter
+
+    from bnas_zoo.bench import format_program_profile, profile_program
+    from bnas_zoo.program import OPCODES, decode
+    model = _calibrated(timm.create_model('bnas_mini'), (3, 32, 32))
+    fast = deploy(model)
+    x = torch.randn(2, 3, 32, 32)
+    times = torch.ops.bnas_zoo_kernels.run_program_profile(x, fast.program_params(), list(fast.code), fast.out_total)
+    instructions = decode(fast.code)[3]
+    assert len(times) == len(instructions) and all(t >= 0 for t in times)
+    steps, program_ms, head_ms = profile_program(fast, (3, 32, 32), batch=2, threads=1, repeats=3)
+    assert Counter({st.kind: st.count for st in steps}) == Counter(OPCODES[op][0] for op, _ in instructions)
+    assert [st.ms for st in steps] == sorted((st.ms for st in steps), reverse=True)
+    binary = next(st for st in steps if st.kind == 'BIN')
+    assert binary.count == sum(1 for _ in bnas_zoo.binary_convs(model)) and binary.ms > 0
+    assert program_ms > 0 and head_ms > 0
+    table = format_program_profile(steps, program_ms, head_ms)
+    assert 'BIN' in table and 'binary convs' in table and 'forward' in table
 
 
 def test_bench_table_compares_each_baseline_with_its_own_deployed_network():

@@ -13,6 +13,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -124,8 +125,9 @@ void store(const Buffers& B, int64_t out, int64_t off, const at::Tensor& y_in, i
 
 }  // namespace
 
-at::Tensor run_program(const at::Tensor& x, at::TensorList params, at::IntArrayRef code, int64_t out_channels,
-                       int64_t out_stride) {
+// The program on x; `times` (if given) receives each instruction's seconds, in program order.
+at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::IntArrayRef code, int64_t out_channels,
+                             std::vector<double>* times) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
               "run_program: expected a float32 (N, C, H, W) CPU tensor");
   TORCH_CHECK(code.size() >= 4 && code[0] == kVersion && code[3] >= FLOAT32 && code[3] <= BF16_EMULATED,
@@ -142,6 +144,7 @@ at::Tensor run_program(const at::Tensor& x, at::TensorList params, at::IntArrayR
     TORCH_CHECK(op >= ALLOC && op <= SHORTCUT && i + kOperands[op] < code.size(), "run_program: bad code at ", i);
     const int64_t* a = code.data() + i + 1;
     i += 1 + kOperands[op];
+    const auto start = times ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     switch (op) {
       case ALLOC: {
         const at::Tensor& like = B.get(a[2]);
@@ -265,16 +268,35 @@ at::Tensor run_program(const at::Tensor& x, at::TensorList params, at::IntArrayR
         break;
       }
     }
+    if (times) times->push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   const at::Tensor& result = B.get(code[2]);
   TORCH_CHECK(result.size(1) == out_channels, "run_program: the result has ", result.size(1), " channels, not ",
               out_channels);
-  (void)out_stride;
   return result;
+}
+
+at::Tensor run_program(const at::Tensor& x, at::TensorList params, at::IntArrayRef code, int64_t out_channels,
+                       int64_t out_stride) {
+  (void)out_stride;
+  return run_program_timed(x, params, code, out_channels, nullptr);
+}
+
+// run_program with the seconds of each instruction (the kernels' own clock), for benchmarks
+std::vector<double> run_program_profile(const at::Tensor& x, at::TensorList params, at::IntArrayRef code,
+                                        int64_t out_channels) {
+  std::vector<double> times;
+  run_program_timed(x, params, code, out_channels, &times);
+  return times;
 }
 
 }  // namespace bnas_kernels
 
 TORCH_LIBRARY_IMPL(bnas_zoo, CPU, m) {
   m.impl("run_program", &bnas_kernels::run_program);
+}
+
+TORCH_LIBRARY_FRAGMENT(bnas_zoo_kernels, m) {
+  m.def("run_program_profile(Tensor x, Tensor[] params, int[] code, int out_channels) -> float[]",
+        &bnas_kernels::run_program_profile);
 }
