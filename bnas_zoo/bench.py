@@ -275,8 +275,8 @@ def profile_program(fast: DeployedBNASNet, input_size: Tuple[int, int, int], bat
     classifier). Needs the compiled kernels."""
     from .program import OPCODES, decode
     x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
-    params, code = fast.program_params(), list(fast.code)
-    kinds = [OPCODES[op][0] for op, _ in decode(code)[3]]
+    params, code = fast.program_params(), fast.code_tensor
+    kinds = [OPCODES[op][0] for op, _ in decode(fast.code)[3]]
     profile = torch.ops.bnas_zoo_kernels.run_program_profile
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -473,6 +473,7 @@ class DeployedBNASNet(nn.Module):
             float_mode = prog.BF16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else prog.BF16_EMULATED
         builder = ProgramBuilder()
         self.code = builder.finish(self._emit(builder), float_mode)
+        self.code_tensor = torch.tensor(self.code, dtype=torch.int64)  # as the op takes it: cheap to pass
         # the resolution of the features: the ImageNet stems divide it by 8, each reduction cell by 2
         self.out_stride = (1 if self.stem_type == 'cifar' else 8) * 2 ** sum(c.zero_stride == 2 for c in self.cells)
         self._param_refs = builder.param_refs
@@ -519,7 +520,8 @@ class DeployedBNASNet(nn.Module):
         torch._assert(x.shape[2] % self.input_multiple == 0 and x.shape[3] % self.input_multiple == 0,
                       f'input height and width must be multiples of {self.input_multiple}')
         torch._assert(x.device.type == 'cpu', 'a deployed network runs on the CPU: give it a CPU tensor')
-        return torch.ops.bnas_zoo.run_program(x.float(), self._params, self.code, self.out_total, self.out_stride)
+        return torch.ops.bnas_zoo.run_program(x.float(), self._params, self.code_tensor, self.out_total,
+                                              self.out_stride)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)

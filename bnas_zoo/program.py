@@ -6,7 +6,8 @@ cannot be built, and what the tests hold the compiled interpreter to).
 A buffer is an (N, C, H, W) float32 tensor in channels-last memory; a *slice* is ``(buffer, first channel,
 channels)`` of it, so that a node writes its output straight into its place in the cell's concatenated output
 (no concatenation), and an edge adds into its node in place. Buffer 0 is the input. ``code`` holds ``VERSION,
-number of buffers, returned buffer, float mode``, then each opcode followed by its operands. The float mode says
+number of buffers, returned buffer, float mode``, then each opcode followed by its operands (the op takes it as a
+1-D int64 tensor, ``DeployedBNASNet.code_tensor``: cheaper to pass than a list of thousands of ints). The float mode says
 how float parts whose weights are bfloat16 compute (FLOAT32: none are; BF16: natively, in oneDNN's and the
 BLAS's bfloat16 kernels; BF16_EMULATED: in float32 on the bfloat16-rounded input and weights, the result rounded
 to bfloat16, for CPUs without bfloat16 instructions). Instructions::

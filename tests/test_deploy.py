@@ -546,7 +546,7 @@ def test_program_profile_times_every_instruction_of_the_program():
     model = _calibrated(timm.create_model('bnas_mini'), (3, 32, 32))
     fast = deploy(model)
     x = torch.randn(2, 3, 32, 32)
-    times = torch.ops.bnas_zoo_kernels.run_program_profile(x, fast.program_params(), list(fast.code), fast.out_total)
+    times = torch.ops.bnas_zoo_kernels.run_program_profile(x, fast.program_params(), fast.code_tensor, fast.out_total)
     instructions = decode(fast.code)[3]
     assert len(times) == len(instructions) and all(t >= 0 for t in times)
     steps, program_ms, head_ms = profile_program(fast, (3, 32, 32), batch=2, threads=1, repeats=3)

@@ -37,7 +37,7 @@ _lib.define(
     'Tensor? residual=None) -> Tensor')
 
 
-_lib.define('run_program(Tensor x, Tensor[] params, int[] code, int out_channels, int out_stride) -> Tensor')
+_lib.define('run_program(Tensor x, Tensor[] params, Tensor code, int out_channels, int out_stride) -> Tensor')
 
 
 @torch.library.register_fake('bnas_zoo::run_program', lib=_lib)
@@ -49,7 +49,7 @@ def _run_program_fake(x, params, code, out_channels, out_stride):
 
 def _run_program_reference(x, params, code, out_channels, out_stride):
     from ..program import run_program_reference
-    return run_program_reference(x, params, code)
+    return run_program_reference(x, params, code.tolist())
 
 
 @torch.library.register_fake('bnas_zoo::binary_conv2d', lib=_lib)

@@ -276,17 +276,25 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
   return result;
 }
 
-at::Tensor run_program(const at::Tensor& x, at::TensorList params, at::IntArrayRef code, int64_t out_channels,
+// The code as the op takes it: a 1-D int64 tensor (a Python list of thousands of ints would cost more to pass
+// than a small network's smallest layers take to run)
+at::IntArrayRef code_of(const at::Tensor& code) {
+  TORCH_CHECK(code.dim() == 1 && code.scalar_type() == at::kLong && code.is_contiguous() && code.device().is_cpu(),
+              "run_program: the code must be a contiguous 1-D int64 CPU tensor");
+  return at::IntArrayRef(code.data_ptr<int64_t>(), code.numel());
+}
+
+at::Tensor run_program(const at::Tensor& x, at::TensorList params, const at::Tensor& code, int64_t out_channels,
                        int64_t out_stride) {
   (void)out_stride;
-  return run_program_timed(x, params, code, out_channels, nullptr);
+  return run_program_timed(x, params, code_of(code), out_channels, nullptr);
 }
 
 // run_program with the seconds of each instruction (the kernels' own clock), for benchmarks
-std::vector<double> run_program_profile(const at::Tensor& x, at::TensorList params, at::IntArrayRef code,
+std::vector<double> run_program_profile(const at::Tensor& x, at::TensorList params, const at::Tensor& code,
                                         int64_t out_channels) {
   std::vector<double> times;
-  run_program_timed(x, params, code, out_channels, &times);
+  run_program_timed(x, params, code_of(code), out_channels, &times);
   return times;
 }
 
@@ -297,6 +305,6 @@ TORCH_LIBRARY_IMPL(bnas_zoo, CPU, m) {
 }
 
 TORCH_LIBRARY_FRAGMENT(bnas_zoo_kernels, m) {
-  m.def("run_program_profile(Tensor x, Tensor[] params, int[] code, int out_channels) -> float[]",
+  m.def("run_program_profile(Tensor x, Tensor[] params, Tensor code, int out_channels) -> float[]",
         &bnas_kernels::run_program_profile);
 }
