@@ -270,9 +270,9 @@ class ProgramStep:
 def profile_program(fast: DeployedBNASNet, input_size: Tuple[int, int, int], batch: int = 1, threads: int = 1,
                     repeats: int = 10) -> Tuple[List[ProgramStep], float, float]:
     """Where the deployed forward pass spends its time: the median of each instruction of its program (the
-    kernels' own clock), summed by kind, most expensive first; the median of the whole program call (the
-    instructions, and the op's dispatch and buffer set-up); and the median of the head (global pooling and
-    classifier). Needs the compiled kernels."""
+    kernels' own clock), summed by kind, most expensive first; the median of the rest of each program call
+    (the call less its instructions: passing the arguments, setting up and freeing the buffers); and the median
+    of the head (global pooling and classifier). Needs the compiled kernels."""
     from .program import OPCODES, decode
     x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
     params, code = fast.program_params(), fast.code_tensor
@@ -298,23 +298,23 @@ def profile_program(fast: DeployedBNASNet, input_size: Tuple[int, int, int], bat
         step = steps.setdefault(kind, ProgramStep(kind, 0, 0.0))
         step.count += 1
         step.ms += sec * 1e3
-    return sorted(steps.values(), key=lambda st: -st.ms), statistics.median(calls[2:]) * 1e3, head * 1e3
+    rest = statistics.median(c - sum(s) for c, s in zip(calls[2:], samples[2:]))
+    return sorted(steps.values(), key=lambda st: -st.ms), rest * 1e3, head * 1e3
 
 
-def format_program_profile(steps: Sequence[ProgramStep], program_ms: float, head_ms: float) -> str:
-    forward = program_ms + head_ms
+def format_program_profile(steps: Sequence[ProgramStep], call_ms: float, head_ms: float) -> str:
+    forward = sum(st.ms for st in steps) + call_ms + head_ms
     lines = [f"{'instruction':<11} {'count':>5} {'ms':>8} {'share':>6}  what"]
     for st in steps:
         lines.append(f'{st.kind:<11} {st.count:>5} {st.ms:>8.3f} {100 * st.ms / forward:>5.1f}%  '
                      f'{STEP_KINDS.get(st.kind, "")}')
-    rest = program_ms - sum(st.ms for st in steps)
-    lines.append(f"{'(call)':<11} {'':>5} {rest:>8.3f} {100 * rest / forward:>5.1f}%  the program op's dispatch and "
-                 f'set-up, and between its instructions')
+    lines.append(f"{'(call)':<11} {'':>5} {call_ms:>8.3f} {100 * call_ms / forward:>5.1f}%  the rest of the program "
+                 f'call: passing its arguments, setting up and freeing its buffers')
     lines.append(f"{'(head)':<11} {'':>5} {head_ms:>8.3f} {100 * head_ms / forward:>5.1f}%  global pooling and "
                  f'classifier')
     lines.append(f"{'forward':<11} {sum(st.count for st in steps):>5} {forward:>8.3f} {100.0:>5.1f}%")
     lines.append('ms: each instruction\'s median time (the kernels\' own clock), summed by kind; (call): the median '
-                 'program call less those; share: of the program call plus the head')
+                 'of each call\'s time less its instructions\'; share: of the sum of the rows (forward)')
     return '\n'.join(lines)
 
 
