@@ -128,43 +128,39 @@ inline void gather_bits(const ConvArgs& a, const uint64_t* plane, int64_t top_le
   if (fill) *dst = acc;
 }
 
-// The inner loop: popcount((s ^ t) [& v]) of NP pixels x R * LANES output channels over Kw words (AND_:
-// popcount(s & t), for the zero-activation correction).
+// Words [j0, j1) of the inner loop: acc += popcount((s ^ t) [& v]) of NP pixels x R * LANES output channels
+// (AND_: popcount(s & t), for the zero-activation correction).
+template <int NP, int R, bool WMASK, bool AND_, typename Acc>
+inline void accumulate(const uint64_t* const* rows, int64_t j0, int64_t j1, const uint64_t* wb, const uint64_t* wm,
+                       Acc (&acc)[NP][R]) {
+  for (int64_t j = j0; j < j1; ++j) {
+    for (int p = 0; p < NP; ++p) {
+      const V s = Simd::bcast(rows[p][j]);
+      for (int r = 0; r < R; ++r) {
+        const V wv = Simd::load(wb + j * OB_CHS + r * LANES);
+        V x = AND_ ? Simd::and_(s, wv) : Simd::xor_(s, wv);
+        if (WMASK) x = Simd::and_(x, Simd::load(wm + j * OB_CHS + r * LANES));
+        acc[p][r] = Simd::acc_add(acc[p][r], x);
+      }
+    }
+  }
+}
+
+// The inner loop over all Kw words, into 64-bit lane counts.
 template <int NP, int R, bool WMASK, bool AND_ = false>
 inline void gemm_regs(const uint64_t* const* rows, int64_t Kw, const uint64_t* wb, const uint64_t* wm,
                       V (&total)[NP][R]) {
   for (int p = 0; p < NP; ++p)
     for (int r = 0; r < R; ++r) total[p][r] = Simd::zero();
-  if constexpr (Simd::FLUSH >= (1 << 30)) {  // 64-bit counters (A is V): accumulate in place, no flushes
-    for (int64_t j = 0; j < Kw; ++j) {
-      for (int p = 0; p < NP; ++p) {
-        const V s = Simd::bcast(rows[p][j]);
-        for (int r = 0; r < R; ++r) {
-          const V wv = Simd::load(wb + j * OB_CHS + r * LANES);
-          V x = AND_ ? Simd::and_(s, wv) : Simd::xor_(s, wv);
-          if (WMASK) x = Simd::and_(x, Simd::load(wm + j * OB_CHS + r * LANES));
-          total[p][r] = Simd::acc_add(total[p][r], x);
-        }
-      }
-    }
+  if constexpr (Simd::FLUSH >= (1 << 30)) {  // the accumulator is the 64-bit count (A is V): no flushes
+    accumulate<NP, R, WMASK, AND_>(rows, 0, Kw, wb, wm, total);
     return;
   }
   for (int64_t j0 = 0; j0 < Kw; j0 += Simd::FLUSH) {
-    const int64_t j1 = imin(Kw, j0 + Simd::FLUSH);
     A acc[NP][R];
     for (int p = 0; p < NP; ++p)
       for (int r = 0; r < R; ++r) acc[p][r] = Simd::acc_zero();
-    for (int64_t j = j0; j < j1; ++j) {
-      for (int p = 0; p < NP; ++p) {
-        const V s = Simd::bcast(rows[p][j]);
-        for (int r = 0; r < R; ++r) {
-          const V wv = Simd::load(wb + j * OB_CHS + r * LANES);
-          V x = AND_ ? Simd::and_(s, wv) : Simd::xor_(s, wv);
-          if (WMASK) x = Simd::and_(x, Simd::load(wm + j * OB_CHS + r * LANES));
-          acc[p][r] = Simd::acc_add(acc[p][r], x);
-        }
-      }
-    }
+    accumulate<NP, R, WMASK, AND_>(rows, j0, imin(Kw, j0 + Simd::FLUSH), wb, wm, acc);
     for (int p = 0; p < NP; ++p)
       for (int r = 0; r < R; ++r) total[p][r] = Simd::acc_flush(total[p][r], acc[p][r]);
   }
