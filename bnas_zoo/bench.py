@@ -4,10 +4,11 @@ binary layer the measured peak of this CPU's popcount core and torch's best floa
 Timings are interleaved and reported as medians (shared machines are noisy)."""
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -37,6 +38,17 @@ def _medians(fns: Sequence[Callable[[], object]], repeats: int, warmup: int = 2)
                 f()
                 times[i].append(time.perf_counter() - t0)
     return [statistics.median(t) for t in times]
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count ``n`` within the block, the previous one after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def weight_bytes(module: nn.Module) -> int:
@@ -92,18 +104,14 @@ def bench_networks(nets: Dict[str, Tuple[str, nn.Module]], input_size: Tuple[int
     batch size and thread count."""
     rows: List[NetworkTiming] = []
     gen = torch.Generator().manual_seed(seed)
-    previous = torch.get_num_threads()
-    try:
-        for batch in batches:
-            x = torch.randn(batch, *input_size, generator=gen)
-            for n_threads in threads:
-                torch.set_num_threads(n_threads)
-                mods = list(nets.items())
+    for batch in batches:
+        x = torch.randn(batch, *input_size, generator=gen)
+        for n_threads in threads:
+            mods = list(nets.items())
+            with _threads(n_threads):
                 times = _medians([lambda m=m: m(x) for _, (_, m) in mods], repeats)
-                rows += [NetworkTiming(label, kind, batch, n_threads, tuple(input_size), t * 1e3, weight_bytes(m))
-                         for (label, (kind, m)), t in zip(mods, times)]
-    finally:
-        torch.set_num_threads(previous)
+            rows += [NetworkTiming(label, kind, batch, n_threads, tuple(input_size), t * 1e3, weight_bytes(m))
+                     for (label, (kind, m)), t in zip(mods, times)]
     return rows
 
 
@@ -199,9 +207,7 @@ def _bench_layer(name: str, conv: PackedBinaryConv, x: torch.Tensor, threads: in
     xf = insert_zero_channels(x, conv.in_pad).contiguous()
     n, c, h, wd = xf.shape
     oh, ow = (h + 2 * p - d * (k - 1) - 1) // s + 1, (wd + 2 * p - d * (k - 1) - 1) // s + 1
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with _threads(threads):
         pack_s, total_s = _profile_layer(conv, x, repeats)
         float_s = float('nan')
         if float_baseline:  # torch's float conv of the same shape, contiguous or channels-last, the faster
@@ -209,8 +215,6 @@ def _bench_layer(name: str, conv: PackedBinaryConv, x: torch.Tensor, threads: in
             w_cl, x_cl = w.contiguous(memory_format=torch.channels_last), xf.contiguous(memory_format=torch.channels_last)
             float_s = min(_medians([lambda: F.conv2d(xf, w, None, s, p, d),
                                     lambda: F.conv2d(x_cl, w_cl, None, s, p, d)], repeats))
-    finally:
-        torch.set_num_threads(previous)
     shape = f'{c}->{conv.out_channels} {k}x{k} s{s} d{d} @{h}x{wd}'
     macs = n * oh * ow * conv.out_channels * c * k * k
     return LayerBench(name, shape, macs, pack_s * 1e3, total_s * 1e3, float_s * 1e3, peak)
@@ -278,20 +282,15 @@ def profile_program(fast: DeployedBNASNet, input_size: Tuple[int, int, int], bat
     params, code = fast.program_params(), fast.code_tensor
     kinds = [OPCODES[op][0] for op, _ in decode(fast.code)[3]]
     profile = torch.ops.bnas_zoo_kernels.run_program_profile
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
     samples: List[List[float]] = []
     calls: List[float] = []
-    try:
-        with torch.inference_mode():
-            features = fast.forward_features(x)
-            for i in range(repeats + 2):
-                t0 = time.perf_counter()
-                samples.append(profile(x, params, code, fast.out_total))
-                calls.append(time.perf_counter() - t0)
-            head = _medians([lambda: fast.forward_head(features)], repeats)[0]
-    finally:
-        torch.set_num_threads(previous)
+    with _threads(threads), torch.inference_mode():
+        features = fast.forward_features(x)
+        for _ in range(repeats + 2):
+            t0 = time.perf_counter()
+            samples.append(profile(x, params, code, fast.out_total))
+            calls.append(time.perf_counter() - t0)
+        head = _medians([lambda: fast.forward_head(features)], repeats)[0]
     per_instr = [statistics.median(s[j] for s in samples[2:]) for j in range(len(kinds))]
     steps: Dict[str, ProgramStep] = {}
     for kind, sec in zip(kinds, per_instr):
