@@ -30,10 +30,11 @@ namespace bnas_kernels {
 
 constexpr int OB_CHS = 16;  // output channels per weight block
 
-// Fused BatchNorm -> sign -> bit-pack of a channels-last float tensor into zero-bordered packed buffers: for
+// Fused BatchNorm -> sign -> bit-pack of a channels-last float tensor into zero-bordered packed planes: for
 // each pixel of the (N, Hp, Wp) = (N, H + 2 pad, W + 2 pad) grid, Wd = ceil(C / 64) sign words and Wd zero words
 // (bit c % 64 of word c / 64 is channel c), and a flag whether any channel is zero; the border (pad pixels
-// around each image) zero. Channels [lo, hi) are read from x (x's channel 0 is channel lo); the others are
+// around each image) zero. The words are stored word-major: word j of every pixel is plane j, npix = N * Hp * Wp
+// words long (so that the words of neighbouring pixels, which the im2col reads together, are contiguous). Channels [lo, hi) are read from x (x's channel 0 is channel lo); the others are
 // identically zero inputs, whose bits (constant: the sign of the shift) are given in const_s / const_z.
 struct PackArgs {
   const float* x;          // (N * H * W, ldx) channels-last rows
@@ -42,10 +43,10 @@ struct PackArgs {
   const float* shift;      // (C,)
   const uint64_t* const_s; // (Wd,) sign bits of the channels outside [lo, hi), or nullptr
   const uint64_t* const_z; // (Wd,) zero bits of the channels outside [lo, hi), or nullptr
-  uint64_t* s;             // (N, Hp, Wp, Wd) out
-  uint64_t* z;             // (N, Hp, Wp, Wd) out
+  uint64_t* s;             // (Wd, N, Hp, Wp) out
+  uint64_t* z;             // (Wd, N, Hp, Wp) out
   uint8_t* zflag;          // (N, Hp, Wp) out
-  int64_t N, H, W, pad, Hp, Wp, C, lo, hi, Wd;
+  int64_t N, H, W, pad, Hp, Wp, C, lo, hi, Wd, npix;
 };
 
 // Binary convolution on the packed input; a task is one output row of one image, for a chunk of the output
@@ -56,8 +57,9 @@ struct ConvArgs {
   const uint8_t* zflag;    // PackArgs::zflag
   bool any_zero;           // whether any flag is set (else the zero correction is skipped altogether)
   int64_t N, Hp, Wp, C, Wd;
+  int64_t plane;           // words per plane of s and z (N * Hp * Wp)
   bool dense;              // read the taps through an im2col of bits (k > 1); a 1x1 conv reads in place
-  const int64_t* tapoff;   // (k * k,) word offset of each tap from the pixel's top-left tap
+  const int64_t* tapoff;   // (k * k,) pixel offset of each tap from the output pixel's top-left tap
   const uint32_t* rowoob;  // (OH,) the taps that fall into the padding rows, as a bit mask
   const uint32_t* coloob;  // (OW,) the taps that fall into the padding columns
   const uint64_t* wbits;   // (OB, Kw, 16) weight sign words (0 for zero weights)

@@ -56,31 +56,23 @@ struct Simd {
     return _mm512_add_epi64(total, _mm512_sad_epu8(acc, _mm512_setzero_si512()));
   }
 #endif
+  // Four quarters of 16 channels, each compared under its mask of the n channels (constant shifts once the
+  // loop is unrolled; the quarters past n are skipped).
   static inline void pack_word(const float* x, const float* sc, const float* sh, int n, uint64_t* s, uint64_t* m) {
     const __m512 zero = _mm512_setzero_ps();
-    if (n == 64) {  // a whole word: four independent compares, no masks
-      uint64_t lt[4], nz[4];
-      for (int q = 0; q < 4; ++q) {
-        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * q), _mm512_loadu_ps(sc + 16 * q)),
-                                       _mm512_loadu_ps(sh + 16 * q));
-        lt[q] = _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ);
-        nz[q] = _mm512_cmp_ps_mask(y, zero, _CMP_NEQ_OQ);
-      }
-      *s = lt[0] | lt[1] << 16 | lt[2] << 32 | lt[3] << 48;
-      *m = nz[0] | nz[1] << 16 | nz[2] << 32 | nz[3] << 48;
-      return;
+    uint64_t lt = 0, nz = 0;
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      const int c = 16 * q;
+      if (c >= n) break;
+      const __mmask16 lm = (__mmask16)(n - c >= 16 ? 0xFFFFu : (1u << (n - c)) - 1u);
+      const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lm, x + c), _mm512_maskz_loadu_ps(lm, sc + c)),
+                                     _mm512_maskz_loadu_ps(lm, sh + c));
+      lt |= (uint64_t)_mm512_mask_cmp_ps_mask(lm, y, zero, _CMP_LT_OQ) << c;
+      nz |= (uint64_t)_mm512_mask_cmp_ps_mask(lm, y, zero, _CMP_NEQ_OQ) << c;
     }
-    uint64_t sb = 0, mb = 0;
-    for (int i = 0; i < n; i += 16) {
-      const int len = n - i < 16 ? n - i : 16;
-      const __mmask16 lm = (__mmask16)(len == 16 ? 0xFFFFu : ((1u << len) - 1u));
-      const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lm, x + i), _mm512_maskz_loadu_ps(lm, sc + i)),
-                                     _mm512_maskz_loadu_ps(lm, sh + i));
-      sb |= (uint64_t)_mm512_mask_cmp_ps_mask(lm, y, zero, _CMP_LT_OQ) << i;
-      mb |= (uint64_t)_mm512_mask_cmp_ps_mask(lm, y, zero, _CMP_NEQ_OQ) << i;
-    }
-    *s = sb;
-    *m = mb;
+    *s = lt;
+    *m = nz;
   }
 };
 

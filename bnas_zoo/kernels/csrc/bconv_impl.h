@@ -12,16 +12,21 @@
 //   pack_word(x, scale, shift, n, &s, &m)   sign / non-zero bits of n <= 64 channels
 //   popcount64(u64)
 //
-// The GEMM reads each output pixel's Kw reduction words: a 1x1 conv reads them in place from the packed input;
-// a k x k conv from an im2col of the taps' bits, packed densely (no bits wasted between taps when C is not a
-// multiple of 64), built once per output row from the zero-bordered packed input. (Reading the taps of a
-// multiple of 64 channels in place, tap by tap, measured ~10 % slower than the im2col.) The epilogue of a block of
-// output channels works on the counts in registers.
+// The packed input is word-major (plane j holds word j of every pixel). The GEMM reads each output pixel's Kw
+// reduction words: a 1x1 conv reads them in place from the packed planes; a k x k conv from an im2col of the
+// taps' bits, packed densely (no bits wasted between taps when C is not a multiple of 64), built once per output
+// row from the zero-bordered planes, word-major too, with vector shifts and ors over the row's pixels. (Reading
+// the taps of a multiple of 64 channels in place, tap by tap, measured ~10 % slower than the im2col.) The
+// epilogue of a block of output channels works on the counts in registers.
 //
 // Included once per instruction set, inside its namespace; nothing here includes a header (no inline library
 // code is compiled with the file's target options), and everything is in an anonymous namespace.
 
 namespace {
+
+// The inner loop and the register epilogue are inlined into each block-row loop whatever the compiler's size
+// heuristics decide (out of line, the counts go through memory and a tenth or more of the time is lost).
+#define BNAS_HOT inline __attribute__((always_inline))
 
 typedef Simd::V V;
 typedef Simd::A A;
@@ -32,20 +37,26 @@ inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 inline uint64_t low_bits(int64_t n) { return n >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1); }
 
-// One pixel's Wd sign and zero words (x: its channels-last row); returns its zero bits ORed (non-zero when a
-// channel is zero).
-inline uint64_t pack_pixel(const PackArgs& a, bool all, const float* x, uint64_t* s, uint64_t* z) {
+// One pixel's Wd sign and zero words, every channel read from x (x: its channels-last row; s, z: its word 0, word j
+// at s[j * a.npix]): whole words of 64, the last one of C - 64 (Wd - 1); returns its zero bits ORed (non-zero when
+// a channel is zero).
+inline uint64_t pack_pixel_all(const PackArgs& a, const float* x, uint64_t* s, uint64_t* z) {
   uint64_t any = 0;
-  if (all) {  // every channel read from x: whole words of 64, the last one of C - 64 (Wd - 1)
-    for (int64_t j = 0; j < a.Wd; ++j) {
-      const int n = (int)imin(64, a.C - 64 * j);
-      uint64_t m;
-      Simd::pack_word(x + 64 * j, a.scale + 64 * j, a.shift + 64 * j, n, s + j, &m);
-      z[j] = ~m & low_bits(n);
-      any |= z[j];
-    }
-    return any;
+  for (int64_t j = 0; j < a.Wd; ++j) {
+    const int n = (int)imin(64, a.C - 64 * j);
+    uint64_t sb, m;
+    Simd::pack_word(x + 64 * j, a.scale + 64 * j, a.shift + 64 * j, n, &sb, &m);
+    const uint64_t zb = ~m & low_bits(n);
+    s[j * a.npix] = sb;
+    z[j * a.npix] = zb;
+    any |= zb;
   }
+  return any;
+}
+
+// The same for channels [lo, hi) read from x (x's channel 0 is channel lo), the others constant (const_s, const_z).
+inline uint64_t pack_pixel_range(const PackArgs& a, const float* x, uint64_t* s, uint64_t* z) {
+  uint64_t any = 0;
   for (int64_t j = 0; j < a.Wd; ++j) {
     const int64_t c0 = j * 64, c1 = imin(a.C, c0 + 64);
     uint64_t sb = a.const_s ? a.const_s[j] : 0, zb = a.const_z ? a.const_z[j] : 0;
@@ -57,21 +68,23 @@ inline uint64_t pack_pixel(const PackArgs& a, bool all, const float* x, uint64_t
       sb |= ls << sh;
       zb |= (~lm & low_bits(l1 - l0)) << sh;
     }
-    s[j] = sb;
-    z[j] = zb;
+    s[j * a.npix] = sb;
+    z[j * a.npix] = zb;
     any |= zb;
   }
   return any;
 }
 
-// Zero pixels [p, p + count) of the bordered buffers (a part of the padding).
+// Zero pixels [p, p + count) of the bordered planes (a part of the padding).
 inline void zero_border(const PackArgs& a, int64_t p, int64_t count) {
-  memset(a.s + p * a.Wd, 0, count * a.Wd * sizeof(uint64_t));
-  memset(a.z + p * a.Wd, 0, count * a.Wd * sizeof(uint64_t));
+  for (int64_t j = 0; j < a.Wd; ++j) {
+    memset(a.s + j * a.npix + p, 0, count * sizeof(uint64_t));
+    memset(a.z + j * a.npix + p, 0, count * sizeof(uint64_t));
+  }
   memset(a.zflag + p, 0, count);
 }
 
-// Rows [begin, end) of the N * H input rows into the bordered buffers, with the padding around them (the
+// Rows [begin, end) of the N * H input rows into the bordered planes, with the padding around them (the
 // padded row's ends; the pad rows above the first and below the last row); returns the pixels holding a zero.
 int64_t pack_rows(const PackArgs& a, int64_t begin, int64_t end) {
   int64_t zero_pixels = 0;
@@ -85,9 +98,10 @@ int64_t pack_rows(const PackArgs& a, int64_t begin, int64_t end) {
       if (h == 0) zero_border(a, n * a.Hp * a.Wp, a.pad * a.Wp);
       if (h == a.H - 1) zero_border(a, (n * a.Hp + a.H + a.pad) * a.Wp, a.pad * a.Wp);
     }
+    const float* x = a.x + (n * a.H + h) * a.W * a.ldx;
     for (int64_t w = 0; w < a.W; ++w) {
-      const uint64_t any = pack_pixel(a, all, a.x + ((n * a.H + h) * a.W + w) * a.ldx, a.s + (pix0 + w) * a.Wd,
-                                      a.z + (pix0 + w) * a.Wd);
+      const uint64_t any = all ? pack_pixel_all(a, x + w * a.ldx, a.s + pix0 + w, a.z + pix0 + w)
+                               : pack_pixel_range(a, x + w * a.ldx, a.s + pix0 + w, a.z + pix0 + w);
       a.zflag[pix0 + w] = any != 0;
       zero_pixels += any != 0;
     }
@@ -95,47 +109,76 @@ int64_t pack_rows(const PackArgs& a, int64_t begin, int64_t end) {
   return zero_pixels;
 }
 
-// The Kw words of a pixel's K bits of `plane` (dense: taps packed one after the other; the padded taps read
-// the zero border). Each tap's C bits are Wd words of which the last holds C - 64 (Wd - 1) bits (the bits past C
-// are zero); they are streamed into the destination through one word of carry, each word written once.
+// The Kw words of one pixel's K bits of `plane` (dense: taps packed one after the other; the padded taps read
+// the zero border), stored one after the other; top_left: the pixel index of its top-left tap. Each tap's C bits
+// are Wd words (word j of pixel q at plane[j * a.plane + q]) of which the last holds C - 64 (Wd - 1) bits (the
+// bits past C are zero); they are streamed into the destination through one word of carry, each word written
+// once. The reference form of gather_row, for a single pixel (the zero-activation correction).
 inline void gather_bits(const ConvArgs& a, const uint64_t* plane, int64_t top_left, uint64_t* dst) {
   const int64_t taps = a.k * a.k, Wd = a.Wd;
   const uint64_t* src = plane + top_left;
-  if ((a.C & 63) == 0) {  // whole words: a copy per tap
-    for (int64_t t = 0; t < taps; ++t)
-      for (int64_t j = 0; j < Wd; ++j) dst[t * Wd + j] = src[a.tapoff[t] + j];
-    return;
-  }
-  const int tail = (int)(a.C - 64 * (Wd - 1));  // 1..63
+  const int tail = (int)(a.C - 64 * (Wd - 1));  // 1..64
   uint64_t acc = 0;
   int fill = 0;  // bits held in acc, 0..63
   for (int64_t t = 0; t < taps; ++t) {
     const uint64_t* p = src + a.tapoff[t];
-    for (int64_t j = 0; j + 1 < Wd; ++j) {  // whole words: the carry shifts through
-      const uint64_t v = p[j];
-      *dst++ = acc | (v << fill);
-      acc = fill ? v >> (64 - fill) : 0;
-    }
-    const uint64_t v = p[Wd - 1];
-    acc |= v << fill;
-    fill += tail;
-    if (fill >= 64) {
-      *dst++ = acc;
-      fill -= 64;
-      acc = fill ? v >> (tail - fill) : 0;
+    for (int64_t j = 0; j < Wd; ++j) {
+      const uint64_t v = p[j * a.plane];
+      const int nb = j + 1 < Wd ? 64 : tail;
+      acc |= v << fill;
+      if (fill + nb >= 64) {
+        *dst++ = acc;
+        acc = fill ? v >> (64 - fill) : 0;
+        fill += nb - 64;
+      } else {
+        fill += nb;
+      }
     }
   }
   if (fill) *dst = acc;
 }
 
+// The im2col of output row (n, oh), word-major: word w of the row's pixel ow at dense[w * ld + ow]. Each tap's
+// input word is ORed in at its bit offset for all the row's pixels at once (loops over contiguous pixels at
+// stride 1, which the compiler vectorizes): a few vector operations per tap for a whole register of pixels,
+// where the per-pixel form costs several scalar ones per tap and pixel.
+void gather_row(const ConvArgs& a, int64_t n, int64_t oh, int64_t ld, uint64_t* __restrict dense) {
+  const int64_t taps = a.k * a.k, Wd = a.Wd, OW = a.OW, st = a.stride;
+  const int tail = (int)(a.C - 64 * (Wd - 1));  // 1..64
+  memset(dense, 0, a.Kw * ld * sizeof(uint64_t));
+  const uint64_t* row0 = a.s + (n * a.Hp + oh * st) * a.Wp;
+  for (int64_t t = 0; t < taps; ++t) {
+    for (int64_t j = 0; j < Wd; ++j) {
+      const uint64_t* __restrict src = row0 + a.tapoff[t] + j * a.plane;
+      const int64_t bit = t * a.C + 64 * j;
+      const int sh = (int)(bit & 63), nb = j + 1 < Wd ? 64 : tail;
+      uint64_t* __restrict d0 = dense + (bit >> 6) * ld;
+      if (st == 1) {
+        for (int64_t ow = 0; ow < OW; ++ow) d0[ow] |= src[ow] << sh;
+      } else {
+        for (int64_t ow = 0; ow < OW; ++ow) d0[ow] |= src[ow * st] << sh;
+      }
+      if (sh + nb > 64) {  // the rest of the word spills into the next one
+        uint64_t* __restrict d1 = d0 + ld;
+        const int rsh = 64 - sh;
+        if (st == 1) {
+          for (int64_t ow = 0; ow < OW; ++ow) d1[ow] |= src[ow] >> rsh;
+        } else {
+          for (int64_t ow = 0; ow < OW; ++ow) d1[ow] |= src[ow * st] >> rsh;
+        }
+      }
+    }
+  }
+}
+
 // Words [j0, j1) of the inner loop: acc += popcount((s ^ t) [& v]) of NP pixels x R * LANES output channels
-// (AND_: popcount(s & t), for the zero-activation correction).
+// (AND_: popcount(s & t), for the zero-activation correction); word j of pixel p at rows[p][j * ld].
 template <int NP, int R, bool WMASK, bool AND_, typename Acc>
-inline void accumulate(const uint64_t* const* rows, int64_t j0, int64_t j1, const uint64_t* wb, const uint64_t* wm,
-                       Acc (&acc)[NP][R]) {
+BNAS_HOT void accumulate(const uint64_t* const* rows, int64_t ld, int64_t j0, int64_t j1, const uint64_t* wb,
+                       const uint64_t* wm, Acc (&acc)[NP][R]) {
   for (int64_t j = j0; j < j1; ++j) {
     for (int p = 0; p < NP; ++p) {
-      const V s = Simd::bcast(rows[p][j]);
+      const V s = Simd::bcast(rows[p][j * ld]);
       for (int r = 0; r < R; ++r) {
         const V wv = Simd::load(wb + j * OB_CHS + r * LANES);
         V x = AND_ ? Simd::and_(s, wv) : Simd::xor_(s, wv);
@@ -148,19 +191,19 @@ inline void accumulate(const uint64_t* const* rows, int64_t j0, int64_t j1, cons
 
 // The inner loop over all Kw words, into 64-bit lane counts.
 template <int NP, int R, bool WMASK, bool AND_ = false>
-inline void gemm_regs(const uint64_t* const* rows, int64_t Kw, const uint64_t* wb, const uint64_t* wm,
+BNAS_HOT void gemm_regs(const uint64_t* const* rows, int64_t ld, int64_t Kw, const uint64_t* wb, const uint64_t* wm,
                       V (&total)[NP][R]) {
   for (int p = 0; p < NP; ++p)
     for (int r = 0; r < R; ++r) total[p][r] = Simd::zero();
   if constexpr (Simd::FLUSH >= (1 << 30)) {  // the accumulator is the 64-bit count (A is V): no flushes
-    accumulate<NP, R, WMASK, AND_>(rows, 0, Kw, wb, wm, total);
+    accumulate<NP, R, WMASK, AND_>(rows, ld, 0, Kw, wb, wm, total);
     return;
   }
   for (int64_t j0 = 0; j0 < Kw; j0 += Simd::FLUSH) {
     A acc[NP][R];
     for (int p = 0; p < NP; ++p)
       for (int r = 0; r < R; ++r) acc[p][r] = Simd::acc_zero();
-    accumulate<NP, R, WMASK, AND_>(rows, j0, imin(Kw, j0 + Simd::FLUSH), wb, wm, acc);
+    accumulate<NP, R, WMASK, AND_>(rows, ld, j0, imin(Kw, j0 + Simd::FLUSH), wb, wm, acc);
     for (int p = 0; p < NP; ++p)
       for (int r = 0; r < R; ++r) total[p][r] = Simd::acc_flush(total[p][r], acc[p][r]);
   }
@@ -168,47 +211,46 @@ inline void gemm_regs(const uint64_t* const* rows, int64_t Kw, const uint64_t* w
 
 // The same, stored as NP rows of 16 int32 counts (the lanes past R * LANES zero).
 template <int NP, int R, bool WMASK, bool AND_ = false>
-inline void gemm_block(const uint64_t* const* rows, int64_t Kw, const uint64_t* wb, const uint64_t* wm, int32_t* cnt) {
+BNAS_HOT void gemm_block(const uint64_t* const* rows, int64_t ld, int64_t Kw, const uint64_t* wb, const uint64_t* wm,
+                       int32_t* cnt) {
   V total[NP][R];
-  gemm_regs<NP, R, WMASK, AND_>(rows, Kw, wb, wm, total);
+  gemm_regs<NP, R, WMASK, AND_>(rows, ld, Kw, wb, wm, total);
   for (int p = 0; p < NP; ++p) {
     for (int r = 0; r < R; ++r) Simd::store32(cnt + p * OB_CHS + r * LANES, total[p][r]);
     for (int c = R * LANES; c < OB_CHS; ++c) cnt[p * OB_CHS + c] = 0;
   }
 }
 
-// Per-thread state of one output row: each pixel's word rows (into the packed input, or into `dense`), its
-// padded taps, whether it sees an exact zero; scratch for the zero bits of such a pixel.
+// Per-thread state of one output row: each pixel's word 0 (in the packed input, or in `dense`) and the stride
+// between its words, its padded taps, whether it sees an exact zero; scratch for the zero bits of such a pixel.
 struct Row {
   const uint64_t** ptr;
+  int64_t ld;
   uint32_t* oob;
   uint8_t* zf;
   uint64_t* dense;
+  int64_t dense_ld;  // pixels per word of `dense` (OW rounded up to whole cache lines)
   uint64_t* zbits;
 };
 
 // Set up output row (n, oh).
 void build_row(const ConvArgs& a, int64_t n, int64_t oh, Row& r) {
   const int64_t taps = a.k * a.k;
+  if (a.dense) gather_row(a, n, oh, r.dense_ld, r.dense);
+  r.ld = a.dense ? r.dense_ld : a.plane;
   for (int64_t ow = 0; ow < a.OW; ++ow) {
-    const int64_t top_left = ((n * a.Hp + oh * a.stride) * a.Wp + ow * a.stride) * a.Wd;
-    const uint32_t oob = a.rowoob[oh] | a.coloob[ow];
-    r.oob[ow] = oob;
+    const int64_t top_left = (n * a.Hp + oh * a.stride) * a.Wp + ow * a.stride;  // a pixel index
+    r.oob[ow] = a.rowoob[oh] | a.coloob[ow];
     bool zf = false;
     if (a.any_zero)
-      for (int64_t t = 0; t < taps; ++t) zf |= a.zflag[(top_left + a.tapoff[t]) / a.Wd] != 0;
+      for (int64_t t = 0; t < taps; ++t) zf |= a.zflag[top_left + a.tapoff[t]] != 0;
     r.zf[ow] = zf;
-    if (a.dense) {
-      gather_bits(a, a.s, top_left, r.dense + ow * a.Kw);
-      r.ptr[ow] = r.dense + ow * a.Kw;
-    } else {
-      r.ptr[ow] = a.s + top_left;
-    }
+    r.ptr[ow] = a.dense ? r.dense + ow : a.s + top_left;
   }
 }
 
 // The table entries (2 T - V) of the padded taps in mask m, added to the 16 sums of the block at channel c0.
-inline void add_padded_taps(const ConvArgs& a, uint32_t m, int64_t c0, int32_t* tot) {
+BNAS_HOT void add_padded_taps(const ConvArgs& a, uint32_t m, int64_t c0, int32_t* tot) {
   for (; m; m &= m - 1) {
     const int32_t* corr = a.tapcorr + (int64_t)__builtin_ctz(m) * a.OB * OB_CHS + c0;
     for (int c = 0; c < OB_CHS; ++c) tot[c] += corr[c];
@@ -227,13 +269,13 @@ inline void epilogue(const ConvArgs& a, const Row& row, const int32_t* cnt, int6
   for (int c = 0; c < OB_CHS; ++c) tot[c] = base[c] - 2 * cnt[c];
   add_padded_taps(a, row.oob[ow], c0, tot);
   if (row.zf[ow]) {  // exact zero activations in the receptive field: 2 T - V over their bits
-    const int64_t top_left = ((n * a.Hp + oh * a.stride) * a.Wp + ow * a.stride) * a.Wd;
+    const int64_t top_left = (n * a.Hp + oh * a.stride) * a.Wp + ow * a.stride;
     gather_bits(a, a.z, top_left, row.zbits);  // (the padded taps' zero bits are 0: they are in the table)
     const uint64_t* zrow = row.zbits;
     int32_t t[OB_CHS], v[OB_CHS];
-    gemm_block<1, R, false, true>(&zrow, a.Kw, a.wbits + ob * a.Kw * OB_CHS, nullptr, t);
+    gemm_block<1, R, false, true>(&zrow, 1, a.Kw, a.wbits + ob * a.Kw * OB_CHS, nullptr, t);
     if (a.wmask) {
-      gemm_block<1, R, false, true>(&zrow, a.Kw, a.wmask + ob * a.Kw * OB_CHS, nullptr, v);
+      gemm_block<1, R, false, true>(&zrow, 1, a.Kw, a.wmask + ob * a.Kw * OB_CHS, nullptr, v);
     } else {
       int32_t z = 0;
       for (int64_t j = 0; j < a.Kw; ++j) z += Simd::popcount64(zrow[j]);
@@ -264,11 +306,12 @@ inline void epilogue(const ConvArgs& a, const Row& row, const int32_t* cnt, int6
 // Blocks whose ReLU (if any) acts on the integers (alpha >= 0), straight from the registers: each pixel's
 // outputs are alpha * [max](base' - 2 cnt, 0) [+ res], where base' adds to base the table entries of the
 // pixel's padded taps; only a pixel that sees an exact zero activation takes the general epilogue. A partial
-// block (nc < 16) computes whole vectors (the per-channel tables are padded to 16) and stores nc values.
-template <int NP, int R, bool WMASK, bool RELU, bool RES>
-inline void pixels_full(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh, int64_t ow) {
+// block (nc < 16) computes whole vectors (the per-channel tables are padded to 16) and stores nc values; WHOLE:
+// nc == R * LANES, every vector stored whole.
+template <int NP, int R, bool WMASK, bool RELU, bool RES, bool WHOLE>
+BNAS_HOT void pixels_full(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh, int64_t ow) {
   V total[NP][R];
-  gemm_regs<NP, R, WMASK>(row.ptr + ow, a.Kw, a.wbits + ob * a.Kw * OB_CHS,
+  gemm_regs<NP, R, WMASK>(row.ptr + ow, row.ld, a.Kw, a.wbits + ob * a.Kw * OB_CHS,
                           WMASK ? a.wmask + ob * a.Kw * OB_CHS : nullptr, total);
   const int64_t c0 = ob * OB_CHS, opix0 = (n * a.OH + oh) * a.OW + ow;
   for (int p = 0; p < NP; ++p) {
@@ -288,8 +331,8 @@ inline void pixels_full(const ConvArgs& a, const Row& row, int64_t ob, int nc, i
     }
     float* out = a.out + (opix0 + p) * a.ldo + c0;
     const float* res = RES ? a.res + (opix0 + p) * a.ldr + c0 : nullptr;
-    for (int r = 0; r < R && r * LANES < nc; ++r) {
-      const int len = nc - r * LANES;  // values of this vector to store (more than LANES: all)
+    for (int r = 0; r < R && (WHOLE || r * LANES < nc); ++r) {
+      const int len = WHOLE ? LANES : nc - r * LANES;  // values of this vector to store (more than LANES: all)
       if (len >= LANES) {
         Simd::template out<RELU, RES>(total[p][r], base + r * LANES, a.alpha + c0 + r * LANES,
                                       RES ? res + r * LANES : nullptr, out + r * LANES);
@@ -307,7 +350,7 @@ inline void pixels_full(const ConvArgs& a, const Row& row, int64_t ob, int nc, i
 template <int NP, int R, bool WMASK>
 inline void pixels(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh, int64_t ow) {
   int32_t cnt[NP * OB_CHS];
-  gemm_block<NP, R, WMASK>(row.ptr + ow, a.Kw, a.wbits + ob * a.Kw * OB_CHS,
+  gemm_block<NP, R, WMASK>(row.ptr + ow, row.ld, a.Kw, a.wbits + ob * a.Kw * OB_CHS,
                            WMASK ? a.wmask + ob * a.Kw * OB_CHS : nullptr, cnt);
   for (int p = 0; p < NP; ++p) {
     if (nc == OB_CHS) epilogue<R, true>(a, row, cnt + p * OB_CHS, ob, nc, n, oh, ow + p);
@@ -318,8 +361,14 @@ inline void pixels(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_
 template <int R, bool WMASK, bool RELU, bool RES>
 void block_row_full(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh) {
   int64_t ow = 0;
-  for (; ow + Simd::NP <= a.OW; ow += Simd::NP) pixels_full<Simd::NP, R, WMASK, RELU, RES>(a, row, ob, nc, n, oh, ow);
-  for (; ow < a.OW; ++ow) pixels_full<1, R, WMASK, RELU, RES>(a, row, ob, nc, n, oh, ow);
+  if (nc == R * LANES) {
+    for (; ow + Simd::NP <= a.OW; ow += Simd::NP)
+      pixels_full<Simd::NP, R, WMASK, RELU, RES, true>(a, row, ob, nc, n, oh, ow);
+    for (; ow < a.OW; ++ow) pixels_full<1, R, WMASK, RELU, RES, true>(a, row, ob, nc, n, oh, ow);
+    return;
+  }
+  for (; ow + Simd::NP <= a.OW; ow += Simd::NP) pixels_full<Simd::NP, R, WMASK, RELU, RES, false>(a, row, ob, nc, n, oh, ow);
+  for (; ow < a.OW; ++ow) pixels_full<1, R, WMASK, RELU, RES, false>(a, row, ob, nc, n, oh, ow);
 }
 
 template <int R, bool WMASK>
@@ -358,9 +407,10 @@ void block_any(const ConvArgs& a, const Row& row, int64_t ob, int64_t n, int64_t
 }
 
 void conv_tasks(const ConvArgs& a, int64_t chunks, int64_t begin, int64_t end) {
-  const int64_t dense_words = a.dense ? a.OW * a.Kw : 0;
-  char* mem = (char*)malloc((dense_words + a.Kw) * sizeof(uint64_t) + a.OW * (sizeof(void*) + sizeof(uint32_t) + 1));
   Row row;
+  row.dense_ld = (a.OW + 7) & ~(int64_t)7;
+  const int64_t dense_words = a.dense ? a.Kw * row.dense_ld : 0;
+  char* mem = (char*)malloc((dense_words + a.Kw) * sizeof(uint64_t) + a.OW * (sizeof(void*) + sizeof(uint32_t) + 1));
   row.dense = (uint64_t*)mem;
   row.zbits = row.dense + dense_words;
   row.ptr = (const uint64_t**)(row.zbits + a.Kw);
@@ -398,7 +448,7 @@ double peak_rate(double seconds) {
   double elapsed = 0.0, calls = 0.0;
   while (elapsed < seconds) {
     for (int i = 0; i < 1000; ++i) {
-      gemm_block<Simd::NP, RFULL, false>(rows, KW, w, nullptr, cnt);
+      gemm_block<Simd::NP, RFULL, false>(rows, 1, KW, w, nullptr, cnt);
       // Every pixel's counts are used and feed the next call's operands: otherwise the compiler drops the
       // pixels whose counts nothing reads, and the loop it times does a fraction of the work it counts.
       for (int p = 0; p < Simd::NP; ++p) {
@@ -412,5 +462,7 @@ double peak_rate(double seconds) {
   }
   return calls * (double)Simd::NP * (double)OB_CHS * (double)KW * 64.0 / elapsed;
 }
+
+#undef BNAS_HOT
 
 }  // namespace

@@ -191,7 +191,7 @@ void binary_conv_raw(const float* x, int64_t ldx, int64_t N, int64_t H, int64_t 
   std::unique_ptr<uint8_t[]> zflag(new uint8_t[npix]);
   const bool virt = lo > 0 || hi < C;
   PackArgs pa{x, ldx, scale, shift, virt ? const_bits.data() : nullptr, virt ? const_bits.data() + Wd : nullptr,
-              packed.get(), packed.get() + npix * Wd, zflag.get(), N, H, W, padding, Hp, Wp, C, lo, hi, Wd};
+              packed.get(), packed.get() + npix * Wd, zflag.get(), N, H, W, padding, Hp, Wp, C, lo, hi, Wd, npix};
   std::atomic<int64_t> zero_pixels{0};
   at::parallel_for(0, N * H, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, W * (hi - lo))),
                    [&](int64_t b, int64_t e) { zero_pixels += kern->pack(pa, b, e); });
@@ -203,7 +203,7 @@ void binary_conv_raw(const float* x, int64_t ldx, int64_t N, int64_t H, int64_t 
   for (int64_t kh = 0; kh < k; ++kh)
     for (int64_t kw = 0; kw < k; ++kw) {
       const int64_t t = kh * k + kw;
-      tapoff[t] = (kh * dilation * Wp + kw * dilation) * Wd;
+      tapoff[t] = kh * dilation * Wp + kw * dilation;
       for (int64_t oh = 0; oh < OH; ++oh) {
         const int64_t ih = oh * stride - padding + kh * dilation;
         if (ih < 0 || ih >= H) rowoob[oh] |= (uint32_t)1 << t;
@@ -219,7 +219,7 @@ void binary_conv_raw(const float* x, int64_t ldx, int64_t N, int64_t H, int64_t 
     base[o] = w.wcounts[taps * OBC + o] + w.int_bias[o];
     alpha_nonneg = alpha_nonneg && w.alpha[o] >= 0.0f;
   }
-  ConvArgs ca{packed.get(), packed.get() + npix * Wd, zflag.get(), zero_pixels.load() > 0, N, Hp, Wp, C, Wd,
+  ConvArgs ca{packed.get(), packed.get() + npix * Wd, zflag.get(), zero_pixels.load() > 0, N, Hp, Wp, C, Wd, npix,
               k > 1, tapoff.data(), rowoob.data(), coloob.data(), w.wbits, w.wmask, w.wcounts,
               base.data(), w.alpha, Kw, OB, w.Cout, k, stride, dilation, OH, OW, relu, alpha_nonneg, res, ldr,
               out, ldo};
