@@ -11,7 +11,7 @@ namespace avx2 {
 struct Simd {
   typedef __m256i V;
   typedef __m256i A;
-  enum { LANES = 4, NP = 2, FLUSH = 31 };
+  enum { LANES = 4, NP = 2, FLUSH = 31, PACK_ROW = 0 };
   static inline V zero() { return _mm256_setzero_si256(); }
   static inline V load(const uint64_t* p) { return _mm256_loadu_si256((const __m256i*)p); }
   static inline V bcast(uint64_t x) { return _mm256_set1_epi64x((long long)x); }

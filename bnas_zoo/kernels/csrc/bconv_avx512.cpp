@@ -21,9 +21,9 @@ struct Simd {
   typedef __m512i V;
   typedef __m512i A;
 #ifdef BNAS_VPOPCNT
-  enum { LANES = 8, NP = 4, FLUSH = 1 << 30 };
+  enum { LANES = 8, NP = 4, FLUSH = 1 << 30, PACK_ROW = 1 };
 #else
-  enum { LANES = 8, NP = 4, FLUSH = 31 };
+  enum { LANES = 8, NP = 4, FLUSH = 31, PACK_ROW = 1 };
 #endif
   static inline V zero() { return _mm512_setzero_si512(); }
   static inline V load(const uint64_t* p) { return _mm512_loadu_si512((const void*)p); }
@@ -73,6 +73,38 @@ struct Simd {
     }
     *s = lt;
     *m = nz;
+  }
+  // A row of W pixels (x: W channels-last rows ldx floats apart), 16 channels at a time across the row so that
+  // their scale and shift stay in registers: the sign and zero bits of channels 16 q .. 16 q + 15 of pixel w are
+  // halfword q % 4 of its word q / 4 (at s[(q / 4) * plane + w], little-endian), stored straight from the compare
+  // masks; the halfwords past channel C are zero.
+  static inline void pack_row(const float* x, int64_t ldx, int64_t W, const float* sc, const float* sh, int64_t C,
+                              uint64_t* s, uint64_t* z, int64_t plane) {
+    const __m512 zero = _mm512_setzero_ps();
+    const int64_t nq = (C + 15) / 16;
+    for (int64_t q = 0; q < nq; ++q) {
+      const int64_t c = 16 * q;
+      const __mmask16 lm = (__mmask16)(C - c >= 16 ? 0xFFFFu : (1u << (C - c)) - 1u);
+      const __m512 scq = _mm512_maskz_loadu_ps(lm, sc + c), shq = _mm512_maskz_loadu_ps(lm, sh + c);
+      uint16_t* sq = (uint16_t*)(s + (q >> 2) * plane) + (q & 3);
+      uint16_t* zq = (uint16_t*)(z + (q >> 2) * plane) + (q & 3);
+      for (int64_t w = 0; w < W; ++w) {
+        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lm, x + w * ldx + c), scq), shq);
+        const uint16_t lt = (uint16_t)_mm512_mask_cmp_ps_mask(lm, y, zero, _CMP_LT_OQ);
+        const uint16_t zb = (uint16_t)(lm & ~_mm512_mask_cmp_ps_mask(lm, y, zero, _CMP_NEQ_OQ));
+        memcpy(sq + 4 * w, &lt, sizeof(uint16_t));
+        memcpy(zq + 4 * w, &zb, sizeof(uint16_t));
+      }
+    }
+    for (int64_t q = nq; q & 3; ++q) {  // the rest of the last word
+      uint16_t* sq = (uint16_t*)(s + (q >> 2) * plane) + (q & 3);
+      uint16_t* zq = (uint16_t*)(z + (q >> 2) * plane) + (q & 3);
+      const uint16_t none = 0;
+      for (int64_t w = 0; w < W; ++w) {
+        memcpy(sq + 4 * w, &none, sizeof(uint16_t));
+        memcpy(zq + 4 * w, &none, sizeof(uint16_t));
+      }
+    }
   }
 };
 

@@ -7,7 +7,7 @@ namespace generic {
 struct Simd {
   typedef uint64_t V;
   typedef uint64_t A;
-  enum { LANES = 1, NP = 1, FLUSH = 1 << 30 };
+  enum { LANES = 1, NP = 1, FLUSH = 1 << 30, PACK_ROW = 0 };
   static inline V zero() { return 0; }
   static inline V load(const uint64_t* p) { return *p; }
   static inline V bcast(uint64_t x) { return x; }
