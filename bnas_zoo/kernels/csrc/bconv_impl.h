@@ -194,17 +194,19 @@ void gather_row(const ConvArgs& a, int64_t n, int64_t oh, int64_t ld, uint64_t* 
 }
 
 // Words [j0, j1) of the inner loop: acc += popcount((s ^ t) [& v]) of NP pixels x R * LANES output channels
-// (AND_: popcount(s & t), for the zero-activation correction); word j of pixel p at rows[p][j * ld].
+// (AND_: popcount(s & t), for the zero-activation correction); word j of pixel p at rows[p][j * ld]. R may
+// exceed a block's RFULL vectors (a tile of consecutive blocks, bstride = Kw * OB_CHS words apart).
 template <int NP, int R, bool WMASK, bool AND_, typename Acc>
-BNAS_HOT void accumulate(const uint64_t* const* rows, int64_t ld, int64_t j0, int64_t j1, const uint64_t* wb,
-                       const uint64_t* wm, Acc (&acc)[NP][R]) {
+BNAS_HOT void accumulate(const uint64_t* const* rows, int64_t ld, int64_t j0, int64_t j1, int64_t bstride,
+                         const uint64_t* wb, const uint64_t* wm, Acc (&acc)[NP][R]) {
   for (int64_t j = j0; j < j1; ++j) {
     for (int p = 0; p < NP; ++p) {
       const V s = Simd::bcast(rows[p][j * ld]);
       for (int r = 0; r < R; ++r) {
-        const V wv = Simd::load(wb + j * OB_CHS + r * LANES);
+        const int64_t off = (r / RFULL) * bstride + j * OB_CHS + (r % RFULL) * LANES;
+        const V wv = Simd::load(wb + off);
         V x = AND_ ? Simd::and_(s, wv) : Simd::xor_(s, wv);
-        if (WMASK) x = Simd::and_(x, Simd::load(wm + j * OB_CHS + r * LANES));
+        if (WMASK) x = Simd::and_(x, Simd::load(wm + off));
         acc[p][r] = Simd::acc_add(acc[p][r], x);
       }
     }
@@ -218,14 +220,14 @@ BNAS_HOT void gemm_regs(const uint64_t* const* rows, int64_t ld, int64_t Kw, con
   for (int p = 0; p < NP; ++p)
     for (int r = 0; r < R; ++r) total[p][r] = Simd::zero();
   if constexpr (Simd::FLUSH >= (1 << 30)) {  // the accumulator is the 64-bit count (A is V): no flushes
-    accumulate<NP, R, WMASK, AND_>(rows, ld, 0, Kw, wb, wm, total);
+    accumulate<NP, R, WMASK, AND_>(rows, ld, 0, Kw, Kw * OB_CHS, wb, wm, total);
     return;
   }
   for (int64_t j0 = 0; j0 < Kw; j0 += Simd::FLUSH) {
     A acc[NP][R];
     for (int p = 0; p < NP; ++p)
       for (int r = 0; r < R; ++r) acc[p][r] = Simd::acc_zero();
-    accumulate<NP, R, WMASK, AND_>(rows, ld, j0, imin(Kw, j0 + Simd::FLUSH), wb, wm, acc);
+    accumulate<NP, R, WMASK, AND_>(rows, ld, j0, imin(Kw, j0 + Simd::FLUSH), Kw * OB_CHS, wb, wm, acc);
     for (int p = 0; p < NP; ++p)
       for (int r = 0; r < R; ++r) total[p][r] = Simd::acc_flush(total[p][r], acc[p][r]);
   }
@@ -271,11 +273,12 @@ void build_row(const ConvArgs& a, int64_t n, int64_t oh, Row& r) {
   }
 }
 
-// The table entries (2 T - V) of the padded taps in mask m, added to the 16 sums of the block at channel c0.
+// The table entries (2 T - V) of the padded taps in mask m, added to the NCH sums at channel c0.
+template <int NCH = OB_CHS>
 BNAS_HOT void add_padded_taps(const ConvArgs& a, uint32_t m, int64_t c0, int32_t* tot) {
   for (; m; m &= m - 1) {
     const int32_t* corr = a.tapcorr + (int64_t)__builtin_ctz(m) * a.OB * OB_CHS + c0;
-    for (int c = 0; c < OB_CHS; ++c) tot[c] += corr[c];
+    for (int c = 0; c < NCH; ++c) tot[c] += corr[c];
   }
 }
 
@@ -327,28 +330,35 @@ inline void epilogue(const ConvArgs& a, const Row& row, const int32_t* cnt, int6
 
 // Blocks whose ReLU (if any) acts on the integers (alpha >= 0), straight from the registers: each pixel's
 // outputs are alpha * [max](base' - 2 cnt, 0) [+ res], where base' adds to base the table entries of the
-// pixel's padded taps; only a pixel that sees an exact zero activation takes the general epilogue. A partial
-// block (nc < 16) computes whole vectors (the per-channel tables are padded to 16) and stores nc values; WHOLE:
-// nc == R * LANES, every vector stored whole.
+// pixel's padded taps; only a pixel that sees an exact zero activation takes the general epilogue. R vectors:
+// one block (R <= RFULL) or a tile of consecutive blocks from ob (a narrow layer's output channels at once: one
+// pass over the pixel's words instead of one per block). The last vectors of a partial block compute whole
+// vectors (the per-channel tables are padded to 16) and store nc values in all; WHOLE: nc == R * LANES.
 template <int NP, int R, bool WMASK, bool RELU, bool RES, bool WHOLE>
 BNAS_HOT void pixels_full(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh, int64_t ow) {
+  constexpr int RB = R < RFULL ? R : RFULL;                               // vectors of one block
+  constexpr int NCH = (R * LANES + OB_CHS - 1) / OB_CHS * OB_CHS;         // channels of the tile's blocks
   V total[NP][R];
   gemm_regs<NP, R, WMASK>(row.ptr + ow, row.ld, a.Kw, a.wbits + ob * a.Kw * OB_CHS,
                           WMASK ? a.wmask + ob * a.Kw * OB_CHS : nullptr, total);
   const int64_t c0 = ob * OB_CHS, opix0 = (n * a.OH + oh) * a.OW + ow;
   for (int p = 0; p < NP; ++p) {
     if (row.zf[ow + p]) {
-      int32_t cnt[OB_CHS] = {0};
-      for (int r = 0; r < R; ++r) Simd::store32(cnt + r * LANES, total[p][r]);
-      if (nc == OB_CHS) epilogue<R, true>(a, row, cnt, ob, nc, n, oh, ow + p);
-      else epilogue<R, false>(a, row, cnt, ob, nc, n, oh, ow + p);
+      for (int b = 0; b * OB_CHS < nc; ++b) {  // block by block
+        int32_t cnt[OB_CHS] = {0};
+        for (int r = b * RFULL; r < R && r < (b + 1) * RFULL; ++r)
+          Simd::store32(cnt + (r - b * RFULL) * LANES, total[p][r]);
+        const int nb = (int)imin(OB_CHS, nc - b * OB_CHS);
+        if (nb == OB_CHS) epilogue<RB, true>(a, row, cnt, ob + b, nb, n, oh, ow + p);
+        else epilogue<RB, false>(a, row, cnt, ob + b, nb, n, oh, ow + p);
+      }
       continue;
     }
     const int32_t* base = a.base + c0;
-    int32_t border[OB_CHS];
+    int32_t border[NCH];
     if (row.oob[ow + p]) {
-      for (int c = 0; c < OB_CHS; ++c) border[c] = base[c];
-      add_padded_taps(a, row.oob[ow + p], c0, border);
+      for (int c = 0; c < NCH; ++c) border[c] = base[c];
+      add_padded_taps<NCH>(a, row.oob[ow + p], c0, border);
       base = border;
     }
     float* out = a.out + (opix0 + p) * a.ldo + c0;
@@ -393,6 +403,18 @@ void block_row_full(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64
   for (; ow < a.OW; ++ow) pixels_full<1, R, WMASK, RELU, RES, false>(a, row, ob, nc, n, oh, ow);
 }
 
+// block_row_full for the integer-ReLU or no-ReLU case at hand, from block 0 (a tile).
+template <int R, bool WMASK>
+void block_row_full_any(const ConvArgs& a, const Row& row, int nc, int64_t n, int64_t oh) {
+  if (a.res) {
+    if (a.relu) block_row_full<R, WMASK, true, true>(a, row, 0, nc, n, oh);
+    else block_row_full<R, WMASK, false, true>(a, row, 0, nc, n, oh);
+  } else {
+    if (a.relu) block_row_full<R, WMASK, true, false>(a, row, 0, nc, n, oh);
+    else block_row_full<R, WMASK, false, false>(a, row, 0, nc, n, oh);
+  }
+}
+
 template <int R, bool WMASK>
 void block_row(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh) {
   const bool int_relu = a.relu && a.alpha_nonneg;
@@ -428,6 +450,21 @@ void block_any(const ConvArgs& a, const Row& row, int64_t ob, int64_t n, int64_t
   return block_row_r<RFULL>(a, row, ob, nc, n, oh);
 }
 
+// A narrow layer's output channels (33 to 48 with 8-word vectors: 5 or 6 vectors, 4 pixels in registers) as one
+// tile, when its ReLU acts on the integers; returns false for the others (done block by block).
+template <int R>
+bool tile_r(const ConvArgs& a, const Row& row, int64_t n, int64_t oh) {
+  const int nc = (int)a.Cout;
+  if (a.wmask) block_row_full_any<R, true>(a, row, nc, n, oh);
+  else block_row_full_any<R, false>(a, row, nc, n, oh);
+  return true;
+}
+
+bool tile_all(const ConvArgs& a, const Row& row, int64_t n, int64_t oh) {
+  if (LANES != 8 || (a.relu && !a.alpha_nonneg) || a.Cout <= 32 || a.Cout > 48) return false;
+  return a.Cout > 40 ? tile_r<(LANES == 8 ? 6 : 1)>(a, row, n, oh) : tile_r<(LANES == 8 ? 5 : 1)>(a, row, n, oh);
+}
+
 void conv_tasks(const ConvArgs& a, int64_t chunks, int64_t begin, int64_t end) {
   Row row;
   row.dense_ld = (a.OW + 7) & ~(int64_t)7;
@@ -447,6 +484,7 @@ void conv_tasks(const ConvArgs& a, int64_t chunks, int64_t begin, int64_t end) {
       build_row(a, n, oh, row);
       built = line;
     }
+    if (chunks == 1 && tile_all(a, row, n, oh)) continue;
     for (int64_t ob = chunk * per; ob < imin(a.OB, (chunk + 1) * per); ++ob) block_any(a, row, ob, n, oh);
   }
   free(mem);
