@@ -392,26 +392,26 @@ inline void pixels(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_
 
 template <int R, bool WMASK, bool RELU, bool RES>
 void block_row_full(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh) {
+  constexpr int NP = R * Simd::NP <= 24 ? Simd::NP : 2;  // pixels per register block: at most 24 accumulators
   int64_t ow = 0;
   if (nc == R * LANES) {
-    for (; ow + Simd::NP <= a.OW; ow += Simd::NP)
-      pixels_full<Simd::NP, R, WMASK, RELU, RES, true>(a, row, ob, nc, n, oh, ow);
+    for (; ow + NP <= a.OW; ow += NP) pixels_full<NP, R, WMASK, RELU, RES, true>(a, row, ob, nc, n, oh, ow);
     for (; ow < a.OW; ++ow) pixels_full<1, R, WMASK, RELU, RES, true>(a, row, ob, nc, n, oh, ow);
     return;
   }
-  for (; ow + Simd::NP <= a.OW; ow += Simd::NP) pixels_full<Simd::NP, R, WMASK, RELU, RES, false>(a, row, ob, nc, n, oh, ow);
+  for (; ow + NP <= a.OW; ow += NP) pixels_full<NP, R, WMASK, RELU, RES, false>(a, row, ob, nc, n, oh, ow);
   for (; ow < a.OW; ++ow) pixels_full<1, R, WMASK, RELU, RES, false>(a, row, ob, nc, n, oh, ow);
 }
 
-// block_row_full for the integer-ReLU or no-ReLU case at hand, from block 0 (a tile).
+// block_row_full for the integer-ReLU or no-ReLU case at hand.
 template <int R, bool WMASK>
-void block_row_full_any(const ConvArgs& a, const Row& row, int nc, int64_t n, int64_t oh) {
+void block_row_full_any(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh) {
   if (a.res) {
-    if (a.relu) block_row_full<R, WMASK, true, true>(a, row, 0, nc, n, oh);
-    else block_row_full<R, WMASK, false, true>(a, row, 0, nc, n, oh);
+    if (a.relu) block_row_full<R, WMASK, true, true>(a, row, ob, nc, n, oh);
+    else block_row_full<R, WMASK, false, true>(a, row, ob, nc, n, oh);
   } else {
-    if (a.relu) block_row_full<R, WMASK, true, false>(a, row, 0, nc, n, oh);
-    else block_row_full<R, WMASK, false, false>(a, row, 0, nc, n, oh);
+    if (a.relu) block_row_full<R, WMASK, true, false>(a, row, ob, nc, n, oh);
+    else block_row_full<R, WMASK, false, false>(a, row, ob, nc, n, oh);
   }
 }
 
@@ -450,19 +450,35 @@ void block_any(const ConvArgs& a, const Row& row, int64_t ob, int64_t n, int64_t
   return block_row_r<RFULL>(a, row, ob, nc, n, oh);
 }
 
-// A narrow layer's output channels (33 to 48 with 8-word vectors: 5 or 6 vectors, 4 pixels in registers) as one
-// tile, when its ReLU acts on the integers; returns false for the others (done block by block).
+// A tile of R vectors from block ob (nc channels), its ReLU on the integers.
 template <int R>
-bool tile_r(const ConvArgs& a, const Row& row, int64_t n, int64_t oh) {
-  const int nc = (int)a.Cout;
-  if (a.wmask) block_row_full_any<R, true>(a, row, nc, n, oh);
-  else block_row_full_any<R, false>(a, row, nc, n, oh);
-  return true;
+void tile_r(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh) {
+  if (a.wmask) block_row_full_any<R, true>(a, row, ob, nc, n, oh);
+  else block_row_full_any<R, false>(a, row, ob, nc, n, oh);
 }
 
-bool tile_all(const ConvArgs& a, const Row& row, int64_t n, int64_t oh) {
-  if (LANES != 8 || (a.relu && !a.alpha_nonneg) || a.Cout <= 32 || a.Cout > 48) return false;
-  return a.Cout > 40 ? tile_r<(LANES == 8 ? 6 : 1)>(a, row, n, oh) : tile_r<(LANES == 8 ? 5 : 1)>(a, row, n, oh);
+// Blocks [ob, ob_end) of one output row. With 8-word vectors and the ReLU on the integers, up to four blocks
+// at a time (33 to 64 output channels: 5 to 8 vectors, 4 or 2 pixels in registers) make one register tile: one
+// pass over each pixel's words and one epilogue per pixel instead of one per block of 16 channels. The rest
+// block by block.
+void blocks_row(const ConvArgs& a, const Row& row, int64_t ob, int64_t ob_end, int64_t n, int64_t oh) {
+  const bool tiles = LANES == 8 && !(a.relu && !a.alpha_nonneg);
+  while (ob < ob_end) {
+    const int nc = (int)imin(imin(4, ob_end - ob) * OB_CHS, a.Cout - ob * OB_CHS);
+    if (tiles && nc > 32) {
+      constexpr bool T = LANES == 8;  // (the other instruction sets never get here: their instances are dummies)
+      switch ((nc + 7) / 8) {
+        case 5: tile_r<T ? 5 : 1>(a, row, ob, nc, n, oh); break;
+        case 6: tile_r<T ? 6 : 1>(a, row, ob, nc, n, oh); break;
+        case 7: tile_r<T ? 7 : 1>(a, row, ob, nc, n, oh); break;
+        default: tile_r<T ? 8 : 1>(a, row, ob, nc, n, oh); break;
+      }
+      ob += (nc + OB_CHS - 1) / OB_CHS;
+      continue;
+    }
+    block_any(a, row, ob, n, oh);
+    ++ob;
+  }
 }
 
 void conv_tasks(const ConvArgs& a, int64_t chunks, int64_t begin, int64_t end) {
@@ -484,8 +500,7 @@ void conv_tasks(const ConvArgs& a, int64_t chunks, int64_t begin, int64_t end) {
       build_row(a, n, oh, row);
       built = line;
     }
-    if (chunks == 1 && tile_all(a, row, n, oh)) continue;
-    for (int64_t ob = chunk * per; ob < imin(a.OB, (chunk + 1) * per); ++ob) block_any(a, row, ob, n, oh);
+    blocks_row(a, row, chunk * per, imin(a.OB, (chunk + 1) * per), n, oh);
   }
   free(mem);
 }
