@@ -145,6 +145,30 @@ def test_kernel_fast_epilogue_equals_conv2d(level, case):
     assert torch.equal(out, expected), (out - expected).abs().max()
 
 
+@pytest.mark.parametrize('level', [lv for lv in LEVELS if lv != 'reference'])
+@pytest.mark.parametrize('cin,cout,res', [(64, 64, False), (36, 36, True), (48, 40, True), (80, 128, False)])
+def test_kernel_without_relu_equals_conv2d(level, cin, cout, res):
+    # no ReLU: the register epilogue (one block, or a tile of up to 64 output channels) stores alpha * sum [+ res]
+    gen = torch.Generator().manual_seed(cin * 1000 + cout)
+    x = torch.randn(2, cin, 9, 10, generator=gen)
+    scale, shift = torch.rand(cin, generator=gen) + 0.5, torch.randn(cin, generator=gen) * 0.1
+    a = torch.sign(x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1))
+    w = _ternary((cout, cin, 3, 3), False, gen)
+    alpha = torch.rand(cout, generator=gen) + 0.1
+    int_bias = torch.randint(-7, 8, (cout,), generator=gen, dtype=torch.int32)
+    expected = alpha.view(1, -1, 1, 1) * (F.conv2d(a, w.float(), None, 1, 1) + int_bias.view(1, -1, 1, 1).float())
+    assert (expected < 0).any()
+    residual = torch.randn(expected.shape, generator=gen) if res else None
+    if res:
+        expected = expected + residual
+    wbits, wmask, wcounts = pack_weight_words(w)
+    padded = -(-cout // 16) * 16
+    with kernels.use_isa(level):
+        out = torch.ops.bnas_zoo.binary_conv2d(x, scale, shift, wbits, wmask, wcounts, pad_channels(alpha, padded),
+                                               pad_channels(int_bias, padded), cout, 3, 1, 1, 1, False, residual)
+    assert torch.equal(out, expected), (out - expected).abs().max()
+
+
 def test_kernel_threads_and_layout_do_not_change_results():
     gen = torch.Generator().manual_seed(1)
     conv = PackedBinaryConv(_ternary((48, 80, 3, 3), False, gen), torch.rand(48, generator=gen), torch.randn(80, generator=gen),
