@@ -403,7 +403,7 @@ void block_row_full(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64
   for (; ow < a.OW; ++ow) pixels_full<1, R, WMASK, RELU, RES, false>(a, row, ob, nc, n, oh, ow);
 }
 
-// block_row_full for the integer-ReLU or no-ReLU case at hand.
+// block_row_full for the case at hand: no ReLU, or a ReLU on the integers (every alpha >= 0).
 template <int R, bool WMASK>
 void block_row_full_any(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh) {
   if (a.res) {
@@ -417,17 +417,7 @@ void block_row_full_any(const ConvArgs& a, const Row& row, int64_t ob, int nc, i
 
 template <int R, bool WMASK>
 void block_row(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, int64_t oh) {
-  const bool int_relu = a.relu && a.alpha_nonneg;
-  if (int_relu || !a.relu) {
-    if (a.res) {
-      if (int_relu) block_row_full<R, WMASK, true, true>(a, row, ob, nc, n, oh);
-      else block_row_full<R, WMASK, false, true>(a, row, ob, nc, n, oh);
-    } else {
-      if (int_relu) block_row_full<R, WMASK, true, false>(a, row, ob, nc, n, oh);
-      else block_row_full<R, WMASK, false, false>(a, row, ob, nc, n, oh);
-    }
-    return;
-  }
+  if (!a.relu || a.alpha_nonneg) return block_row_full_any<R, WMASK>(a, row, ob, nc, n, oh);
   int64_t ow = 0;
   for (; ow + Simd::NP <= a.OW; ow += Simd::NP) pixels<Simd::NP, R, WMASK>(a, row, ob, nc, n, oh, ow);
   for (; ow < a.OW; ++ow) pixels<1, R, WMASK>(a, row, ob, nc, n, oh, ow);
@@ -462,7 +452,7 @@ void tile_r(const ConvArgs& a, const Row& row, int64_t ob, int nc, int64_t n, in
 // pass over each pixel's words and one epilogue per pixel instead of one per block of 16 channels. The rest
 // block by block.
 void blocks_row(const ConvArgs& a, const Row& row, int64_t ob, int64_t ob_end, int64_t n, int64_t oh) {
-  const bool tiles = LANES == 8 && !(a.relu && !a.alpha_nonneg);
+  const bool tiles = LANES == 8 && (!a.relu || a.alpha_nonneg);  // the register epilogue applies
   while (ob < ob_end) {
     const int nc = (int)imin(imin(4, ob_end - ob) * OB_CHS, a.Cout - ob * OB_CHS);
     if (tiles && nc > 32) {
