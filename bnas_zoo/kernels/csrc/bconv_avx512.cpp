@@ -89,6 +89,7 @@ struct Simd {
       uint16_t* sq = (uint16_t*)(s + (q >> 2) * plane) + (q & 3);
       uint16_t* zq = (uint16_t*)(z + (q >> 2) * plane) + (q & 3);
       for (int64_t w = 0; w < W; ++w) {
+        _mm_prefetch((const char*)(x + (w + W) * ldx + c), _MM_HINT_T1);
         const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lm, x + w * ldx + c), scq), shq);
         const uint16_t lt = (uint16_t)_mm512_mask_cmp_ps_mask(lm, y, zero, _CMP_LT_OQ);
         const uint16_t zb = (uint16_t)(lm & ~_mm512_mask_cmp_ps_mask(lm, y, zero, _CMP_NEQ_OQ));

@@ -471,6 +471,19 @@ void blocks_row(const ConvArgs& a, const Row& row, int64_t ob, int64_t ob_end, i
   }
 }
 
+// The output and residual cache lines of channels [c0, c1) of output row `line` (n * OH + oh) into L2, a row
+// ahead of the epilogue that writes and reads them: at batch sizes above 1 these tensors are far larger than L2,
+// and the epilogue's accesses (a few lines per pixel, a pixel's row of channels apart) are not streams that the
+// hardware prefetchers follow.
+inline void prefetch_outputs(const ConvArgs& a, int64_t line, int64_t c0, int64_t c1) {
+  if (line >= a.N * a.OH) return;
+  for (int64_t opix = line * a.OW; opix < (line + 1) * a.OW; ++opix)
+    for (int64_t c = c0; c < c1; c += 16) {
+      __builtin_prefetch(a.out + opix * a.ldo + c, 1, 2);
+      if (a.res) __builtin_prefetch(a.res + opix * a.ldr + c, 0, 2);
+    }
+}
+
 void conv_tasks(const ConvArgs& a, int64_t chunks, int64_t begin, int64_t end) {
   Row row;
   row.dense_ld = (a.OW + 7) & ~(int64_t)7;
@@ -490,7 +503,9 @@ void conv_tasks(const ConvArgs& a, int64_t chunks, int64_t begin, int64_t end) {
       build_row(a, n, oh, row);
       built = line;
     }
-    blocks_row(a, row, chunk * per, imin(a.OB, (chunk + 1) * per), n, oh);
+    const int64_t ob0 = chunk * per, ob1 = imin(a.OB, (chunk + 1) * per);
+    prefetch_outputs(a, line + 1, ob0 * OB_CHS, imin(a.Cout, ob1 * OB_CHS));
+    blocks_row(a, row, ob0, ob1, n, oh);
   }
   free(mem);
 }
