@@ -196,7 +196,7 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
         at::Tensor y = in_precision([&](const at::Tensor& x_, const at::Tensor& w_, const c10::optional<at::Tensor>& b_) {
           return float_conv(x_, w_, b_, stride, pad, dil, groups);
         }, in, param(params, a[2]), bias, mode);
-        if (a[9]) y = at::relu(y);
+        if (a[9]) at::relu_(y);  // (y is the conv's own new tensor)
         B.t[a[0]] = y.contiguous(at::MemoryFormat::ChannelsLast);
         break;
       }
@@ -247,7 +247,7 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
         at::Tensor y = in_precision([&](const at::Tensor& x_, const at::Tensor& w_, const c10::optional<at::Tensor>& b_) {
           return float_conv(x_, w_, b_, stride, pad, dil, groups);
         }, sgn, param(params, a[11]), c10::nullopt, mode);
-        if (a[17]) y = at::relu(y);
+        if (a[17]) at::relu_(y);
         store(B, out, off, y, res, roff);
         break;
       }
