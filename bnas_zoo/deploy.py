@@ -26,6 +26,7 @@ lies within rounding of a BatchNorm threshold.
 from __future__ import annotations
 
 import copy
+import weakref
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -413,6 +414,10 @@ class DeployedBNASNet(nn.Module):
     ``forward_features`` is one ``bnas_zoo::run_program`` op (the compiled interpreter, or its plain-PyTorch
     reference where the kernels could not be built); the program is in ``code`` and its tensors in
     ``program_params()``.
+
+    The compiled interpreter keeps the network's buffers (about one forward pass's activations at the last batch
+    size) from one call to the next and reuses them when the next batch has the same shape, instead of taking
+    them afresh each call; :meth:`release_memory` frees them (they are freed with the network too).
     """
 
     def __init__(self, model: BNASNet, src: _Source, float_dtype: torch.dtype = torch.float32):
@@ -479,6 +484,11 @@ class DeployedBNASNet(nn.Module):
         self._param_refs = builder.param_refs
         self._params = self.program_params()
         self._binary_layers = tuple(builder.binary_layers)
+        weakref.finalize(self, _release_workspace, self.code_tensor).atexit = False
+
+    def release_memory(self) -> None:
+        """Free the buffers kept from the last call (the next call takes new ones)."""
+        _release_workspace(self.code_tensor)
 
     def _emit(self, b: ProgramBuilder) -> Slice:
         if self.stem_type == 'cifar':
@@ -548,6 +558,12 @@ class _Affine(_Emitter):
         out = b.new_buffer()
         b.emit(prog.AFFINE, out, x, self._p(b, 'scale'), self._p(b, 'shift'))
         return (out, 0, self.scale.numel())
+
+
+def _release_workspace(code: torch.Tensor) -> None:
+    """Free what the compiled interpreter keeps for the program in ``code`` (nothing to do without it)."""
+    if ensure_loaded() == 'compiled':
+        torch.ops.bnas_zoo_kernels.release_workspace(code)
 
 
 def resident_weight_bytes(module: nn.Module) -> int:

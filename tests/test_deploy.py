@@ -415,6 +415,57 @@ def test_deployed_bnas_d_weight_memory_fits_the_1bit_file(tmp_path):
     assert ratio <= 1.1, ratio
 
 
+def test_kept_buffers_never_change_a_result():
+    """The compiled interpreter keeps a network's buffers from one call to the next: a result the caller holds
+    (and views of it) survive later calls of any batch size, and release_memory changes no result."""
+    torch.manual_seed(0)
+    model = _calibrated(timm.create_model('bnas_mini'), (3, 32, 32))
+    fast = deploy(model)
+    gen = torch.Generator().manual_seed(3)
+    xs = [torch.randn(n, 3, 32, 32, generator=gen) for n in (4, 4, 2, 4) * 3]  # three rounds, all different
+    expected = [run_program_reference(x, fast.program_params(), fast.code) for x in xs]
+    with torch.no_grad():
+        results = [fast.forward_features(x) for x in xs[:4]]
+        view = results[0][1:3]
+        results += [fast.forward_features(x) for x in xs[4:8]]
+        fast.release_memory()
+        results += [fast.forward_features(x) for x in xs[8:]]
+    assert torch.equal(view, expected[0][1:3])
+    for i, r in enumerate(results):
+        assert torch.equal(r, expected[i]), i
+    assert len({r.data_ptr() for r in results}) == len(results)
+
+
+def test_one_deployed_network_called_from_several_threads():
+    """Calls of the same network from several threads at once (the kept buffers are one call's at a time)."""
+    import threading
+    torch.manual_seed(0)
+    model = _calibrated(timm.create_model('bnas_mini'), (3, 32, 32))
+    fast = deploy(model)
+    gen = torch.Generator().manual_seed(4)
+    inputs = [torch.randn(2 + i % 3, 3, 32, 32, generator=gen) for i in range(6)]
+    with torch.no_grad():
+        expected = [fast(x) for x in inputs]
+    errors = []
+
+    def work(k: int) -> None:
+        try:
+            with torch.no_grad():
+                for r in range(8):
+                    i = (k + r) % len(inputs)
+                    if not torch.equal(fast(inputs[i]), expected[i]):
+                        errors.append((k, r))
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
 def test_deployed_network_exports_and_runs_exported():
     torch.manual_seed(0)
     model = _calibrated(timm.create_model('bnas_custom', genotype='bnas_cifar', layers=3, channels=8,

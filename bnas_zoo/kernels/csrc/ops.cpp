@@ -168,7 +168,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_binary_weights(const at::Ten
 void binary_conv_raw(const float* x, int64_t ldx, int64_t N, int64_t H, int64_t W, int64_t lo, int64_t hi,
                      const float* scale, const float* shift, const BinaryWeights& w, int64_t stride, int64_t padding,
                      int64_t dilation, bool relu, const float* res, int64_t ldr, float* out, int64_t ldo,
-                     ConvTimings* timings) {
+                     ConvTimings* timings, at::Tensor* planes) {
   const auto t0 = std::chrono::steady_clock::now();
   const Kernels* kern = active();
   const int64_t C = w.Cin, k = w.k, taps = k * k, Wd = (C + 63) / 64, Kw = (taps * C + 63) / 64;
@@ -186,12 +186,17 @@ void binary_conv_raw(const float* x, int64_t ldx, int64_t N, int64_t H, int64_t 
     if (!(y != 0.0f && y == y)) const_bits[Wd + c / 64] |= (uint64_t)1 << (c % 64);
   }
   const int64_t npix = N * Hp * Wp;
-  // sign and zero planes and flags, written whole by the packing (borders included): not initialised here
-  std::unique_ptr<uint64_t[]> packed(new uint64_t[2 * npix * Wd]);
-  std::unique_ptr<uint8_t[]> zflag(new uint8_t[npix]);
+  // sign and zero planes, then a byte of flags per pixel, written whole by the packing (borders included): not
+  // initialised here
+  const int64_t words = 2 * npix * Wd + (npix + 7) / 8;
+  at::Tensor own;
+  if (!planes) planes = &own;
+  if (!planes->defined() || planes->numel() < words) *planes = at::empty({words}, at::dtype(at::kLong));
+  uint64_t* const packed = reinterpret_cast<uint64_t*>(planes->data_ptr<int64_t>());
+  uint8_t* const zflag = reinterpret_cast<uint8_t*>(packed + 2 * npix * Wd);
   const bool virt = lo > 0 || hi < C;
   PackArgs pa{x, ldx, scale, shift, virt ? const_bits.data() : nullptr, virt ? const_bits.data() + Wd : nullptr,
-              packed.get(), packed.get() + npix * Wd, zflag.get(), N, H, W, padding, Hp, Wp, C, lo, hi, Wd, npix};
+              packed, packed + npix * Wd, zflag, N, H, W, padding, Hp, Wp, C, lo, hi, Wd, npix};
   std::atomic<int64_t> zero_pixels{0};
   at::parallel_for(0, N * H, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, W * (hi - lo))),
                    [&](int64_t b, int64_t e) { zero_pixels += kern->pack(pa, b, e); });
@@ -219,7 +224,7 @@ void binary_conv_raw(const float* x, int64_t ldx, int64_t N, int64_t H, int64_t 
     base[o] = w.wcounts[taps * OBC + o] + w.int_bias[o];
     alpha_nonneg = alpha_nonneg && w.alpha[o] >= 0.0f;
   }
-  ConvArgs ca{packed.get(), packed.get() + npix * Wd, zflag.get(), zero_pixels.load() > 0, N, Hp, Wp, C, Wd, npix,
+  ConvArgs ca{packed, packed + npix * Wd, zflag, zero_pixels.load() > 0, N, Hp, Wp, C, Wd, npix,
               k > 1, tapoff.data(), rowoob.data(), coloob.data(), w.wbits, w.wmask, w.wcounts,
               base.data(), w.alpha, Kw, OB, w.Cout, k, stride, dilation, OH, OW, relu, alpha_nonneg, res, ldr,
               out, ldo};

@@ -36,11 +36,13 @@ struct ConvTimings {
 
 // One binary convolution from raw channels-last float rows (see bconv.h for the layouts): the input has
 // C = w.Cin channels, of which [lo, hi) are read from x (row stride ldx) and the others are zero; the output
-// rows have stride ldo, the residual rows (or nullptr) stride ldr.
+// rows have stride ldo, the residual rows (or nullptr) stride ldr. `planes`: where the packed input goes, an
+// int64 tensor the caller keeps from one call to the next and that grows as a call needs (nullptr: memory of
+// this call's own).
 void binary_conv_raw(const float* x, int64_t ldx, int64_t N, int64_t H, int64_t W, int64_t lo, int64_t hi,
                      const float* scale, const float* shift, const BinaryWeights& w, int64_t stride, int64_t padding,
                      int64_t dilation, bool relu, const float* res, int64_t ldr, float* out, int64_t ldo,
-                     ConvTimings* timings = nullptr);
+                     ConvTimings* timings = nullptr, at::Tensor* planes = nullptr);
 
 // Sign bits, non-zero bits and per-tap counts of a float or int8 weight (O, C, k, k) in the kernels' layout;
 // the mask is returned empty when no weight is zero.

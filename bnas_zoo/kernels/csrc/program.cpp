@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "ops.h"
@@ -26,6 +27,91 @@ constexpr int64_t kVersion = 1;
 enum FloatMode : int64_t { FLOAT32 = 0, BF16, BF16_EMULATED };
 enum Op : int64_t { ALLOC = 1, ZERO, COPY, ADD, AFFINE, CONV, BIN, SIGNCONV, POOL, SHORTCUT };
 constexpr int64_t kOperands[] = {0, 4, 3, 5, 5, 4, 10, 22, 18, 7, 9};
+
+// Memory kept from one call of a program to the next: its buffers, and the binary convolutions' packed input
+// planes. The C library returns large freed blocks to the system and faults them in again page by page when they
+// are next taken, so a network taking all its buffers afresh at every call spends a growing share of large
+// batches in the kernel (bnas_a at batch 128, 1 thread: 124,000 page faults and 290 of 1,030 ms per call). A call
+// reuses a kept buffer when it needs one of the same shape; the result it returns is the caller's, not kept.
+struct Workspace {
+  std::vector<at::Tensor> buffers;  // by buffer index; undefined where the program allocates none
+  at::Tensor planes;                // binary_conv_raw's packed planes (int64)
+};
+
+// The kept workspace of each live program, by its code tensor's storage (an entry goes when that storage is
+// freed, i.e. when the deployed network is); a call that finds its program's workspace in use by another thread
+// works in memory of its own.
+class Workspaces {
+ public:
+  static Workspaces& get() {
+    static Workspaces* w = new Workspaces();  // never destroyed: calls may come during interpreter shutdown
+    return *w;
+  }
+
+  Workspace take(const at::Tensor& code) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    prune();
+    for (Entry& e : entries_)
+      if (e.code._unsafe_get_target() == code.storage().unsafeGetStorageImpl()) {
+        if (e.busy) return Workspace();
+        e.busy = true;
+        return std::move(e.ws);
+      }
+    entries_.push_back(Entry{code.storage().getWeakStorageImpl(), Workspace(), true, false});
+    return Workspace();
+  }
+
+  void give_back(const at::Tensor& code, Workspace ws) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (Entry& e : entries_)
+      if (e.busy && e.code._unsafe_get_target() == code.storage().unsafeGetStorageImpl()) {
+        if (!e.released) e.ws = std::move(ws);
+        e.busy = e.released = false;
+        return;
+      }
+  }
+
+  // Free what `code`'s program keeps (at the end of the call that is using it, if one is).
+  void release(const at::Tensor& code) {
+    Workspace freed;  // (freed outside the lock)
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (Entry& e : entries_)
+      if (e.code._unsafe_get_target() == code.storage().unsafeGetStorageImpl()) {
+        freed = std::move(e.ws);
+        e.ws = Workspace();
+        e.released = e.busy;
+      }
+    prune();
+  }
+
+ private:
+  struct Entry {
+    c10::weak_intrusive_ptr<c10::StorageImpl> code;
+    Workspace ws;
+    bool busy, released;
+  };
+
+  void prune() {
+    for (size_t i = 0; i < entries_.size();)
+      if (entries_[i].code.expired() && !entries_[i].busy) {
+        entries_[i] = std::move(entries_.back());
+        entries_.pop_back();
+      } else {
+        ++i;
+      }
+  }
+
+  std::mutex mutex_;
+  std::vector<Entry> entries_;
+};
+
+// A kept buffer of exactly these sizes that nothing else holds, or a new one.
+at::Tensor reuse_or_empty(at::Tensor kept, at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  if (kept.defined() && kept.sizes() == sizes && kept.use_count() == 1 && kept.storage().use_count() == 1 &&
+      kept.is_contiguous(at::MemoryFormat::ChannelsLast))
+    return kept;
+  return at::empty(sizes, opts, at::MemoryFormat::ChannelsLast);
+}
 
 struct Buffers {
   std::vector<at::Tensor> t;
@@ -127,7 +213,7 @@ void store(const Buffers& B, int64_t out, int64_t off, const at::Tensor& y_in, i
 
 // The program on x; `times` (if given) receives each instruction's seconds, in program order.
 at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::IntArrayRef code, int64_t out_channels,
-                             std::vector<double>* times) {
+                             std::vector<double>* times, Workspace& ws) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
               "run_program: expected a float32 (N, C, H, W) CPU tensor");
   TORCH_CHECK(code.size() >= 4 && code[0] == kVersion && code[3] >= FLOAT32 && code[3] <= BF16_EMULATED,
@@ -135,6 +221,7 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
   const int64_t mode = code[3];
   Buffers B;
   B.t.resize(code[1]);
+  ws.buffers.resize(code[1]);
   B.t[0] = x.contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t N = x.size(0);
   const auto fopts = x.options();
@@ -149,8 +236,9 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
       case ALLOC: {
         const at::Tensor& like = B.get(a[2]);
         const int64_t s = a[3];
-        B.t[a[0]] = at::empty({N, a[1], (like.size(2) + s - 1) / s, (like.size(3) + s - 1) / s}, fopts,
-                              at::MemoryFormat::ChannelsLast);
+        const int64_t sizes[] = {N, a[1], (like.size(2) + s - 1) / s, (like.size(3) + s - 1) / s};
+        B.t[a[0]] = reuse_or_empty(std::move(ws.buffers[a[0]]), sizes, fopts);
+        ws.buffers[a[0]] = B.t[a[0]];
         break;
       }
       case ZERO: {
@@ -186,6 +274,7 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
           for (int64_t c = 0; c < C; ++c) po[q * C + c] = pi[q * C + c] * sc[c] + sh[c];
         });
         B.t[a[0]] = out;
+        ws.buffers[a[0]] = B.t[a[0]];  // (the previous call's freed only now)
         break;
       }
       case CONV: {
@@ -198,6 +287,7 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
         }, in, param(params, a[2]), bias, mode);
         if (a[9]) at::relu_(y);  // (y is the conv's own new tensor)
         B.t[a[0]] = y.contiguous(at::MemoryFormat::ChannelsLast);
+        ws.buffers[a[0]] = B.t[a[0]];  // (the previous call's freed only now)
         break;
       }
       case BIN: {
@@ -223,7 +313,7 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
         }
         binary_conv_raw(B.ptr(in, ioff, ich), B.ld(in), N, H, W, lo, lo + ich, param_ptr<float>(params, a[9]),
                         param_ptr<float>(params, a[10]), w, stride, pad, dil, a[21] != 0, pr, ldr,
-                        B.ptr(out, off, cout), B.ld(out));
+                        B.ptr(out, off, cout), B.ld(out), nullptr, &ws.planes);
         break;
       }
       case SIGNCONV: {
@@ -265,6 +355,7 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
           return shortcut_2x2(x_, w_, b_, groups);
         }, xin, param(params, a[6]), c10::optional<at::Tensor>(param(params, a[7])), mode);
         B.t[a[0]] = y.contiguous(at::MemoryFormat::ChannelsLast);
+        ws.buffers[a[0]] = B.t[a[0]];  // (the previous call's freed only now)
         break;
       }
     }
@@ -273,6 +364,7 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
   const at::Tensor& result = B.get(code[2]);
   TORCH_CHECK(result.size(1) == out_channels, "run_program: the result has ", result.size(1), " channels, not ",
               out_channels);
+  ws.buffers[code[2]] = at::Tensor();  // the caller's
   return result;
 }
 
@@ -284,17 +376,31 @@ at::IntArrayRef code_of(const at::Tensor& code) {
   return at::IntArrayRef(code.data_ptr<int64_t>(), code.numel());
 }
 
+// The program with its kept workspace (given back even when an instruction fails).
+at::Tensor run_program_kept(const at::Tensor& x, at::TensorList params, const at::Tensor& code, int64_t out_channels,
+                            std::vector<double>* times) {
+  const at::IntArrayRef c = code_of(code);
+  struct Held {
+    const at::Tensor& code;
+    Workspace ws;
+    ~Held() { Workspaces::get().give_back(code, std::move(ws)); }
+  } held{code, Workspaces::get().take(code)};
+  return run_program_timed(x, params, c, out_channels, times, held.ws);
+}
+
 at::Tensor run_program(const at::Tensor& x, at::TensorList params, const at::Tensor& code, int64_t out_channels,
                        int64_t out_stride) {
   (void)out_stride;
-  return run_program_timed(x, params, code_of(code), out_channels, nullptr);
+  return run_program_kept(x, params, code, out_channels, nullptr);
 }
+
+void release_workspace(const at::Tensor& code) { Workspaces::get().release(code); }
 
 // run_program with the seconds of each instruction (the kernels' own clock), for benchmarks
 std::vector<double> run_program_profile(const at::Tensor& x, at::TensorList params, const at::Tensor& code,
                                         int64_t out_channels) {
   std::vector<double> times;
-  run_program_timed(x, params, code_of(code), out_channels, &times);
+  run_program_kept(x, params, code, out_channels, &times);
   return times;
 }
 
@@ -307,4 +413,5 @@ TORCH_LIBRARY_IMPL(bnas_zoo, CPU, m) {
 TORCH_LIBRARY_FRAGMENT(bnas_zoo_kernels, m) {
   m.def("run_program_profile(Tensor x, Tensor[] params, Tensor code, int out_channels) -> float[]",
         &bnas_kernels::run_program_profile);
+  m.def("release_workspace(Tensor code) -> ()", &bnas_kernels::release_workspace);
 }
