@@ -77,9 +77,11 @@ struct Simd {
   // A row of W pixels (x: W channels-last rows ldx floats apart), 16 channels at a time across the row so that
   // their scale and shift stay in registers: the sign and zero bits of channels 16 q .. 16 q + 15 of pixel w are
   // halfword q % 4 of its word q / 4 (at s[(q / 4) * plane + w], little-endian), stored straight from the compare
-  // masks; the halfwords past channel C are zero.
-  static inline void pack_row(const float* x, int64_t ldx, int64_t W, const float* sc, const float* sh, int64_t C,
-                              uint64_t* s, uint64_t* z, int64_t plane) {
+  // masks; the halfwords past channel C are zero. `next`: the row to pack after this one, whose lines are
+  // prefetched into L2 meanwhile (at batch sizes above 1 the input is far larger than L2, and these strided
+  // accesses are not streams the hardware prefetchers follow); x itself for the last row.
+  static inline void pack_row(const float* x, const float* next, int64_t ldx, int64_t W, const float* sc,
+                              const float* sh, int64_t C, uint64_t* s, uint64_t* z, int64_t plane) {
     const __m512 zero = _mm512_setzero_ps();
     const int64_t nq = (C + 15) / 16;
     for (int64_t q = 0; q < nq; ++q) {
@@ -89,7 +91,7 @@ struct Simd {
       uint16_t* sq = (uint16_t*)(s + (q >> 2) * plane) + (q & 3);
       uint16_t* zq = (uint16_t*)(z + (q >> 2) * plane) + (q & 3);
       for (int64_t w = 0; w < W; ++w) {
-        _mm_prefetch((const char*)(x + (w + W) * ldx + c), _MM_HINT_T1);
+        _mm_prefetch((const char*)(next + w * ldx + c), _MM_HINT_T1);
         const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lm, x + w * ldx + c), scq), shq);
         const uint16_t lt = (uint16_t)_mm512_mask_cmp_ps_mask(lm, y, zero, _CMP_LT_OQ);
         const uint16_t zb = (uint16_t)(lm & ~_mm512_mask_cmp_ps_mask(lm, y, zero, _CMP_NEQ_OQ));

@@ -10,8 +10,9 @@
 //   FLUSH                             words an A may take before it must be flushed
 //   NP                                output pixels per register block
 //   pack_word(x, scale, shift, n, &s, &m)   sign / non-zero bits of n <= 64 channels
-//   PACK_ROW, pack_row(x, ldx, W, scale, shift, C, s, z, plane)   (PACK_ROW = 1 only) the sign and zero words of
-//                                     a row of W pixels (word j of pixel w at s[j * plane + w])
+//   PACK_ROW, pack_row(x, next, ldx, W, scale, shift, C, s, z, plane)   (PACK_ROW = 1 only) the sign and zero
+//                                     words of a row of W pixels (word j of pixel w at s[j * plane + w]), the
+//                                     row `next` prefetched meanwhile
 //   popcount64(u64)
 //
 // The packed input is word-major (plane j holds word j of every pixel). The GEMM reads each output pixel's Kw
@@ -60,9 +61,9 @@ inline uint64_t pack_pixel_all(const PackArgs& a, const float* x, uint64_t* s, u
 // shift stay in registers): the instruction sets that store compare masks as halfwords (PACK_ROW); returns
 // false, having done nothing, for the others.
 template <typename S = Simd>
-inline bool pack_row_all(const PackArgs& a, const float* x, int64_t pix0, int64_t& zero_pixels) {
+inline bool pack_row_all(const PackArgs& a, const float* x, const float* next, int64_t pix0, int64_t& zero_pixels) {
   if constexpr (S::PACK_ROW) {
-    S::pack_row(x, a.ldx, a.W, a.scale, a.shift, a.C, a.s + pix0, a.z + pix0, a.npix);
+    S::pack_row(x, next, a.ldx, a.W, a.scale, a.shift, a.C, a.s + pix0, a.z + pix0, a.npix);
     for (int64_t w = 0; w < a.W; ++w) {
       uint64_t any = 0;
       for (int64_t j = 0; j < a.Wd; ++j) any |= a.z[j * a.npix + pix0 + w];
@@ -120,7 +121,8 @@ int64_t pack_rows(const PackArgs& a, int64_t begin, int64_t end) {
       if (h == a.H - 1) zero_border(a, (n * a.Hp + a.H + a.pad) * a.Wp, a.pad * a.Wp);
     }
     const float* x = a.x + (n * a.H + h) * a.W * a.ldx;
-    if (all && pack_row_all(a, x, pix0, zero_pixels)) continue;
+    const float* next = row + 1 < a.N * a.H ? x + a.W * a.ldx : x;
+    if (all && pack_row_all(a, x, next, pix0, zero_pixels)) continue;
     for (int64_t w = 0; w < a.W; ++w) {
       const uint64_t any = all ? pack_pixel_all(a, x + w * a.ldx, a.s + pix0 + w, a.z + pix0 + w)
                                : pack_pixel_range(a, x + w * a.ldx, a.s + pix0 + w, a.z + pix0 + w);

@@ -36,6 +36,7 @@ constexpr int64_t kOperands[] = {0, 4, 3, 5, 5, 4, 10, 22, 18, 7, 9};
 struct Workspace {
   std::vector<at::Tensor> buffers;  // by buffer index; undefined where the program allocates none
   at::Tensor planes;                // binary_conv_raw's packed planes (int64)
+  bool kept = false;                // the program's kept workspace (not a call's own)
 };
 
 // The kept workspace of each live program, by its code tensor's storage (an entry goes when that storage is
@@ -55,13 +56,18 @@ class Workspaces {
       if (e.code._unsafe_get_target() == code.storage().unsafeGetStorageImpl()) {
         if (e.busy) return Workspace();
         e.busy = true;
-        return std::move(e.ws);
+        Workspace ws = std::move(e.ws);
+        ws.kept = true;
+        return ws;
       }
     entries_.push_back(Entry{code.storage().getWeakStorageImpl(), Workspace(), true, false});
-    return Workspace();
+    Workspace ws;
+    ws.kept = true;
+    return ws;
   }
 
   void give_back(const at::Tensor& code, Workspace ws) {
+    if (!ws.kept) return;  // (a call's own: freed)
     std::lock_guard<std::mutex> lock(mutex_);
     for (Entry& e : entries_)
       if (e.busy && e.code._unsafe_get_target() == code.storage().unsafeGetStorageImpl()) {
