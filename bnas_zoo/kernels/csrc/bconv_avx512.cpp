@@ -79,7 +79,7 @@ struct Simd {
   // halfword q % 4 of its word q / 4 (at s[(q / 4) * plane + w], little-endian), stored straight from the compare
   // masks; the halfwords past channel C are zero. `next`: the row to pack after this one, whose lines are
   // prefetched into L2 meanwhile (at batch sizes above 1 the input is far larger than L2, and these strided
-  // accesses are not streams the hardware prefetchers follow); x itself for the last row.
+  // accesses are not streams the hardware prefetchers follow); x itself for a thread's last row.
   static inline void pack_row(const float* x, const float* next, int64_t ldx, int64_t W, const float* sc,
                               const float* sh, int64_t C, uint64_t* s, uint64_t* z, int64_t plane) {
     const __m512 zero = _mm512_setzero_ps();

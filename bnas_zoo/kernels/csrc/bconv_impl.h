@@ -121,7 +121,7 @@ int64_t pack_rows(const PackArgs& a, int64_t begin, int64_t end) {
       if (h == a.H - 1) zero_border(a, (n * a.Hp + a.H + a.pad) * a.Wp, a.pad * a.Wp);
     }
     const float* x = a.x + (n * a.H + h) * a.W * a.ldx;
-    const float* next = row + 1 < a.N * a.H ? x + a.W * a.ldx : x;
+    const float* next = row + 1 < end ? x + a.W * a.ldx : x;  // (the rows after `end` are another thread's)
     if (all && pack_row_all(a, x, next, pix0, zero_pixels)) continue;
     for (int64_t w = 0; w < a.W; ++w) {
       const uint64_t any = all ? pack_pixel_all(a, x + w * a.ldx, a.s + pix0 + w, a.z + pix0 + w)
@@ -473,17 +473,22 @@ void blocks_row(const ConvArgs& a, const Row& row, int64_t ob, int64_t ob_end, i
   }
 }
 
+// The cache lines of [begin, end) into L2 (RW: for writing).
+template <int RW>
+inline void prefetch_lines(const float* begin, const float* end) {
+  for (uintptr_t p = (uintptr_t)begin & ~(uintptr_t)63; p < (uintptr_t)end; p += 64)
+    __builtin_prefetch((const void*)p, RW, 2);
+}
+
 // The output and residual cache lines of channels [c0, c1) of output row `line` (n * OH + oh) into L2, a row
 // ahead of the epilogue that writes and reads them: at batch sizes above 1 these tensors are far larger than L2,
 // and the epilogue's accesses (a few lines per pixel, a pixel's row of channels apart) are not streams that the
 // hardware prefetchers follow.
 inline void prefetch_outputs(const ConvArgs& a, int64_t line, int64_t c0, int64_t c1) {
-  if (line >= a.N * a.OH) return;
-  for (int64_t opix = line * a.OW; opix < (line + 1) * a.OW; ++opix)
-    for (int64_t c = c0; c < c1; c += 16) {
-      __builtin_prefetch(a.out + opix * a.ldo + c, 1, 2);
-      if (a.res) __builtin_prefetch(a.res + opix * a.ldr + c, 0, 2);
-    }
+  for (int64_t opix = line * a.OW; opix < (line + 1) * a.OW; ++opix) {
+    prefetch_lines<1>(a.out + opix * a.ldo + c0, a.out + opix * a.ldo + c1);
+    if (a.res) prefetch_lines<0>(a.res + opix * a.ldr + c0, a.res + opix * a.ldr + c1);
+  }
 }
 
 void conv_tasks(const ConvArgs& a, int64_t chunks, int64_t begin, int64_t end) {
@@ -506,7 +511,8 @@ void conv_tasks(const ConvArgs& a, int64_t chunks, int64_t begin, int64_t end) {
       built = line;
     }
     const int64_t ob0 = chunk * per, ob1 = imin(a.OB, (chunk + 1) * per);
-    prefetch_outputs(a, line + 1, ob0 * OB_CHS, imin(a.Cout, ob1 * OB_CHS));
+    if (t + chunks < end)  // the next row's task for these channels is this thread's
+      prefetch_outputs(a, line + 1, ob0 * OB_CHS, imin(a.Cout, ob1 * OB_CHS));
     blocks_row(a, row, ob0, ob1, n, oh);
   }
   free(mem);

@@ -34,14 +34,22 @@ constexpr int64_t kOperands[] = {0, 4, 3, 5, 5, 4, 10, 22, 18, 7, 9};
 // batches in the kernel (bnas_a at batch 128, 1 thread: 124,000 page faults and 290 of 1,030 ms per call). A call
 // reuses a kept buffer when it needs one of the same shape; the result it returns is the caller's, not kept.
 struct Workspace {
+  std::vector<int64_t> input;       // the input sizes of the call that left these (another shape: all dropped)
   std::vector<at::Tensor> buffers;  // by buffer index; undefined where the program allocates none
   at::Tensor planes;                // binary_conv_raw's packed planes (int64)
   bool kept = false;                // the program's kept workspace (not a call's own)
+
+  int64_t bytes() const {
+    int64_t n = planes.defined() ? planes.nbytes() : 0;
+    for (const at::Tensor& t : buffers) n += t.defined() ? (int64_t)t.nbytes() : 0;
+    return n;
+  }
 };
 
-// The kept workspace of each live program, by its code tensor's storage (an entry goes when that storage is
-// freed, i.e. when the deployed network is); a call that finds its program's workspace in use by another thread
-// works in memory of its own.
+// The kept workspace of each live program, by its code tensor's storage. The workspace of a program whose code
+// tensor has been freed (its network deleted) is freed at the next call of any program, or at once by
+// release_workspace (deploy.py calls it when the network is collected). A call that finds its program's
+// workspace in use by another thread works in memory of its own.
 class Workspaces {
  public:
   static Workspaces& get() {
@@ -50,8 +58,9 @@ class Workspaces {
   }
 
   Workspace take(const at::Tensor& code) {
+    std::vector<Workspace> freed;  // (declared before the lock: freed after it is released)
     std::lock_guard<std::mutex> lock(mutex_);
-    prune();
+    prune(freed);
     for (Entry& e : entries_)
       if (e.code._unsafe_get_target() == code.storage().unsafeGetStorageImpl()) {
         if (e.busy) return Workspace();
@@ -79,15 +88,23 @@ class Workspaces {
 
   // Free what `code`'s program keeps (at the end of the call that is using it, if one is).
   void release(const at::Tensor& code) {
-    Workspace freed;  // (freed outside the lock)
+    std::vector<Workspace> freed;  // (declared before the lock: freed after it is released)
     std::lock_guard<std::mutex> lock(mutex_);
     for (Entry& e : entries_)
       if (e.code._unsafe_get_target() == code.storage().unsafeGetStorageImpl()) {
-        freed = std::move(e.ws);
+        freed.push_back(std::move(e.ws));
         e.ws = Workspace();
         e.released = e.busy;
       }
-    prune();
+    prune(freed);
+  }
+
+  // Bytes kept for `code`'s program (0 while a call is using them).
+  int64_t bytes(const at::Tensor& code) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const Entry& e : entries_)
+      if (e.code._unsafe_get_target() == code.storage().unsafeGetStorageImpl()) return e.ws.bytes();
+    return 0;
   }
 
  private:
@@ -97,9 +114,11 @@ class Workspaces {
     bool busy, released;
   };
 
-  void prune() {
+  // Drop the entries of freed programs, their workspaces moved to `freed` (to be freed outside the lock).
+  void prune(std::vector<Workspace>& freed) {
     for (size_t i = 0; i < entries_.size();)
       if (entries_[i].code.expired() && !entries_[i].busy) {
+        freed.push_back(std::move(entries_[i].ws));
         entries_[i] = std::move(entries_.back());
         entries_.pop_back();
       } else {
@@ -227,6 +246,11 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
   const int64_t mode = code[3];
   Buffers B;
   B.t.resize(code[1]);
+  if (!x.sizes().equals(ws.input)) {  // another shape: nothing kept fits (freed before this call allocates)
+    ws.buffers.clear();
+    ws.planes = at::Tensor();
+    ws.input = x.sizes().vec();
+  }
   ws.buffers.resize(code[1]);
   B.t[0] = x.contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t N = x.size(0);
@@ -238,6 +262,8 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
     const int64_t* a = code.data() + i + 1;
     i += 1 + kOperands[op];
     const auto start = times ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+    if (op == ALLOC || op == AFFINE || op == CONV || op == SHORTCUT)  // the instructions that make a buffer
+      TORCH_CHECK(a[0] > 0 && a[0] < code[1], "run_program: buffer ", a[0], " out of range at ", i);
     switch (op) {
       case ALLOC: {
         const at::Tensor& like = B.get(a[2]);
@@ -280,7 +306,6 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
           for (int64_t c = 0; c < C; ++c) po[q * C + c] = pi[q * C + c] * sc[c] + sh[c];
         });
         B.t[a[0]] = out;
-        ws.buffers[a[0]] = B.t[a[0]];  // (the previous call's freed only now)
         break;
       }
       case CONV: {
@@ -293,7 +318,6 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
         }, in, param(params, a[2]), bias, mode);
         if (a[9]) at::relu_(y);  // (y is the conv's own new tensor)
         B.t[a[0]] = y.contiguous(at::MemoryFormat::ChannelsLast);
-        ws.buffers[a[0]] = B.t[a[0]];  // (the previous call's freed only now)
         break;
       }
       case BIN: {
@@ -361,7 +385,6 @@ at::Tensor run_program_timed(const at::Tensor& x, at::TensorList params, at::Int
           return shortcut_2x2(x_, w_, b_, groups);
         }, xin, param(params, a[6]), c10::optional<at::Tensor>(param(params, a[7])), mode);
         B.t[a[0]] = y.contiguous(at::MemoryFormat::ChannelsLast);
-        ws.buffers[a[0]] = B.t[a[0]];  // (the previous call's freed only now)
         break;
       }
     }
@@ -402,6 +425,8 @@ at::Tensor run_program(const at::Tensor& x, at::TensorList params, const at::Ten
 
 void release_workspace(const at::Tensor& code) { Workspaces::get().release(code); }
 
+int64_t workspace_bytes(const at::Tensor& code) { return Workspaces::get().bytes(code); }
+
 // run_program with the seconds of each instruction (the kernels' own clock), for benchmarks
 std::vector<double> run_program_profile(const at::Tensor& x, at::TensorList params, const at::Tensor& code,
                                         int64_t out_channels) {
@@ -420,4 +445,5 @@ TORCH_LIBRARY_FRAGMENT(bnas_zoo_kernels, m) {
   m.def("run_program_profile(Tensor x, Tensor[] params, Tensor code, int out_channels) -> float[]",
         &bnas_kernels::run_program_profile);
   m.def("release_workspace(Tensor code) -> ()", &bnas_kernels::release_workspace);
+  m.def("workspace_bytes(Tensor code) -> int", &bnas_kernels::workspace_bytes);
 }
