@@ -34,8 +34,9 @@ constexpr int OB_CHS = 16;  // output channels per weight block
 // each pixel of the (N, Hp, Wp) = (N, H + 2 pad, W + 2 pad) grid, Wd = ceil(C / 64) sign words and Wd zero words
 // (bit c % 64 of word c / 64 is channel c), and a flag whether any channel is zero; the border (pad pixels
 // around each image) zero. The words are stored word-major: word j of every pixel is plane j, npix = N * Hp * Wp
-// words long (so that the words of neighbouring pixels, which the im2col reads together, are contiguous). Channels [lo, hi) are read from x (x's channel 0 is channel lo); the others are
-// identically zero inputs, whose bits (constant: the sign of the shift) are given in const_s / const_z.
+// words long (so that the words of neighbouring pixels, which the im2col reads together, are contiguous).
+// Channels [lo, hi) are read from x (x's channel 0 is channel lo); the others are identically zero inputs, whose
+// bits (constant: the sign of the shift) are given in const_s / const_z.
 struct PackArgs {
   const float* x;          // (N * H * W, ldx) channels-last rows
   int64_t ldx;             // floats between consecutive pixels of x

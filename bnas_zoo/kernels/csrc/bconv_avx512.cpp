@@ -56,6 +56,8 @@ struct Simd {
     return _mm512_add_epi64(total, _mm512_sad_epu8(acc, _mm512_setzero_si512()));
   }
 #endif
+  // The first min(n, 16) of 16 lanes (n >= 1).
+  static inline __mmask16 lanes_below(int64_t n) { return (__mmask16)(n >= 16 ? 0xFFFFu : (1u << n) - 1u); }
   // Four quarters of 16 channels, each compared under its mask of the n channels (constant shifts once the
   // loop is unrolled; the quarters past n are skipped).
   static inline void pack_word(const float* x, const float* sc, const float* sh, int n, uint64_t* s, uint64_t* m) {
@@ -65,7 +67,7 @@ struct Simd {
     for (int q = 0; q < 4; ++q) {
       const int c = 16 * q;
       if (c >= n) break;
-      const __mmask16 lm = (__mmask16)(n - c >= 16 ? 0xFFFFu : (1u << (n - c)) - 1u);
+      const __mmask16 lm = lanes_below(n - c);
       const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lm, x + c), _mm512_maskz_loadu_ps(lm, sc + c)),
                                      _mm512_maskz_loadu_ps(lm, sh + c));
       lt |= (uint64_t)_mm512_mask_cmp_ps_mask(lm, y, zero, _CMP_LT_OQ) << c;
@@ -86,7 +88,7 @@ struct Simd {
     const int64_t nq = (C + 15) / 16;
     for (int64_t q = 0; q < nq; ++q) {
       const int64_t c = 16 * q;
-      const __mmask16 lm = (__mmask16)(C - c >= 16 ? 0xFFFFu : (1u << (C - c)) - 1u);
+      const __mmask16 lm = lanes_below(C - c);
       const __m512 scq = _mm512_maskz_loadu_ps(lm, sc + c), shq = _mm512_maskz_loadu_ps(lm, sh + c);
       uint16_t* sq = (uint16_t*)(s + (q >> 2) * plane) + (q & 3);
       uint16_t* zq = (uint16_t*)(z + (q >> 2) * plane) + (q & 3);

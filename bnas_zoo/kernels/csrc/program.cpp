@@ -61,16 +61,14 @@ class Workspaces {
     std::vector<Workspace> freed;  // (declared before the lock: freed after it is released)
     std::lock_guard<std::mutex> lock(mutex_);
     prune(freed);
-    for (Entry& e : entries_)
-      if (e.code._unsafe_get_target() == code.storage().unsafeGetStorageImpl()) {
-        if (e.busy) return Workspace();
-        e.busy = true;
-        Workspace ws = std::move(e.ws);
-        ws.kept = true;
-        return ws;
-      }
-    entries_.push_back(Entry{code.storage().getWeakStorageImpl(), Workspace(), true, false});
-    Workspace ws;
+    Entry* e = find(code);
+    if (!e) {
+      entries_.push_back(Entry{code.storage().getWeakStorageImpl(), Workspace(), false, false});
+      e = &entries_.back();
+    }
+    if (e->busy) return Workspace();
+    e->busy = true;
+    Workspace ws = std::move(e->ws);
     ws.kept = true;
     return ws;
   }
@@ -78,33 +76,29 @@ class Workspaces {
   void give_back(const at::Tensor& code, Workspace ws) {
     if (!ws.kept) return;  // (a call's own: freed)
     std::lock_guard<std::mutex> lock(mutex_);
-    for (Entry& e : entries_)
-      if (e.busy && e.code._unsafe_get_target() == code.storage().unsafeGetStorageImpl()) {
-        if (!e.released) e.ws = std::move(ws);
-        e.busy = e.released = false;
-        return;
-      }
+    Entry* e = find(code);
+    if (!e || !e->busy) return;
+    if (!e->released) e->ws = std::move(ws);
+    e->busy = e->released = false;
   }
 
   // Free what `code`'s program keeps (at the end of the call that is using it, if one is).
   void release(const at::Tensor& code) {
     std::vector<Workspace> freed;  // (declared before the lock: freed after it is released)
     std::lock_guard<std::mutex> lock(mutex_);
-    for (Entry& e : entries_)
-      if (e.code._unsafe_get_target() == code.storage().unsafeGetStorageImpl()) {
-        freed.push_back(std::move(e.ws));
-        e.ws = Workspace();
-        e.released = e.busy;
-      }
+    if (Entry* e = find(code)) {
+      freed.push_back(std::move(e->ws));
+      e->ws = Workspace();
+      e->released = e->busy;
+    }
     prune(freed);
   }
 
   // Bytes kept for `code`'s program (0 while a call is using them).
   int64_t bytes(const at::Tensor& code) {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (const Entry& e : entries_)
-      if (e.code._unsafe_get_target() == code.storage().unsafeGetStorageImpl()) return e.ws.bytes();
-    return 0;
+    const Entry* e = find(code);
+    return e ? e->ws.bytes() : 0;
   }
 
  private:
@@ -113,6 +107,14 @@ class Workspaces {
     Workspace ws;
     bool busy, released;
   };
+
+  // The entry of `code`'s program, or nullptr (one per program: an entry's weak pointer keeps its storage's
+  // address from being reused while the entry lives).
+  Entry* find(const at::Tensor& code) {
+    for (Entry& e : entries_)
+      if (e.code._unsafe_get_target() == code.storage().unsafeGetStorageImpl()) return &e;
+    return nullptr;
+  }
 
   // Drop the entries of freed programs, their workspaces moved to `freed` (to be freed outside the lock).
   void prune(std::vector<Workspace>& freed) {
